@@ -1,0 +1,100 @@
+//! Backend dispatch: one module per mechanism, one small interface between them.
+//!
+//! Each backend module provides the same free functions:
+//! `probe`, `create`, `owns`, `ctl`, `events`, `close`.
+
+use crate::{Backend, Error, Events, Op, Result};
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+mod device;
+mod emulated;
+#[cfg(feature = "fuse")]
+mod fuse;
+mod kernel;
+
+/// Builds the error for a backend that cannot be used.
+pub(crate) fn unavailable(backend: Backend, reason: impl Into<String>) -> Error {
+    Error::Unavailable {
+        backend: backend.name(),
+        reason: reason.into(),
+    }
+}
+
+pub(crate) fn probe(b: Backend) -> Result<()> {
+    match b {
+        Backend::Kernel => kernel::probe(),
+        Backend::Device => device::probe(),
+        #[cfg(feature = "fuse")]
+        Backend::Fuse => fuse::probe(),
+        #[cfg(not(feature = "fuse"))]
+        Backend::Fuse => Err(unavailable(b, "built without the `fuse` feature")),
+        Backend::Emulated => emulated::probe(),
+    }
+}
+
+pub(crate) fn create(b: Backend, init: Events, cloexec: bool) -> Result<OwnedFd> {
+    match b {
+        Backend::Kernel => kernel::create(init, cloexec),
+        Backend::Device => device::create(init, cloexec),
+        #[cfg(feature = "fuse")]
+        Backend::Fuse => fuse::create(init, cloexec),
+        #[cfg(not(feature = "fuse"))]
+        Backend::Fuse => Err(unavailable(b, "built without the `fuse` feature")),
+        Backend::Emulated => emulated::create(init, cloexec),
+    }
+}
+
+pub(crate) fn ctl(b: Backend, fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {
+    tracing::trace!(fd = ?fd, %b, ?op, ?events, "vpoll ctl");
+    match b {
+        Backend::Kernel => kernel::ctl(fd, op, events),
+        Backend::Device => device::ctl(fd, op, events),
+        #[cfg(feature = "fuse")]
+        Backend::Fuse => fuse::ctl(fd, op, events),
+        #[cfg(not(feature = "fuse"))]
+        Backend::Fuse => Err(Error::NotVpoll),
+        Backend::Emulated => emulated::ctl(fd, op, events),
+    }
+}
+
+pub(crate) fn events(b: Backend, fd: BorrowedFd<'_>) -> Result<Events> {
+    match b {
+        Backend::Kernel => kernel::events(fd),
+        Backend::Device => device::events(fd),
+        #[cfg(feature = "fuse")]
+        Backend::Fuse => fuse::events(fd),
+        #[cfg(not(feature = "fuse"))]
+        Backend::Fuse => Err(Error::NotVpoll),
+        Backend::Emulated => emulated::events(fd),
+    }
+}
+
+pub(crate) fn close(b: Backend, fd: OwnedFd) -> Result<()> {
+    match b {
+        Backend::Kernel => kernel::close(fd),
+        Backend::Device => device::close(fd),
+        #[cfg(feature = "fuse")]
+        Backend::Fuse => fuse::close(fd),
+        #[cfg(not(feature = "fuse"))]
+        Backend::Fuse => Ok(drop(fd)),
+        Backend::Emulated => emulated::close(fd),
+    }
+}
+
+/// Which backend serves `fd`; [`Error::NotVpoll`] if none claims it.
+pub(crate) fn identify(fd: BorrowedFd<'_>) -> Result<Backend> {
+    #[cfg(feature = "fuse")]
+    if fuse::owns(fd) {
+        return Ok(Backend::Fuse);
+    }
+    if emulated::owns(fd) {
+        return Ok(Backend::Emulated);
+    }
+    if device::owns(fd) {
+        return Ok(Backend::Device);
+    }
+    if kernel::owns(fd) {
+        return Ok(Backend::Kernel);
+    }
+    Err(Error::NotVpoll)
+}

@@ -1,0 +1,288 @@
+//! Synthetic-event file descriptors.
+//!
+//! A [`VpollFd`] is a file descriptor whose readiness a program sets by hand. It can be
+//! registered with epoll, poll, select, tokio or Python like any socket, so user-space
+//! devices, virtual network stacks and libraries become waitable objects.
+//!
+//! Four backends share one small interface (`backend::*`), chosen in one place
+//! ([`Builder::build`]) in this order of preference:
+//!
+//! 1. [`Backend::Kernel`]: `eventfd(EFD_VPOLL)` from the vpoll kernel patch.
+//! 2. [`Backend::Device`]: `/dev/vpoll` from the vpoll kernel module.
+//! 3. [`Backend::Fuse`]: an in-process FUSE filesystem whose `poll` answers are the
+//!    exact mask; full fidelity on an unpatched kernel.
+//! 4. [`Backend::Emulated`]: a socketpair; IN/OUT exact, HUP is seen as HUP|IN|RDHUP.
+//!
+//! The environment variable `GREENFD_VPOLL_BACKEND=kernel|device|fuse|emulated` forces
+//! one backend; if it is unavailable, creation fails with [`Error::Unavailable`].
+//!
+//! ```
+//! use greenfd_vpoll::{Events, VpollFd};
+//! use std::os::fd::AsFd;
+//!
+//! let v = VpollFd::new(Events::empty())?;
+//! v.add(Events::IN)?;
+//! let mut fds = [rustix::event::PollFd::new(&v.as_fd(), rustix::event::PollFlags::IN)];
+//! rustix::event::poll(&mut fds, None)?;
+//! assert!(fds[0].revents().contains(rustix::event::PollFlags::IN));
+//! v.del(Events::IN)?;
+//! assert_eq!(v.events()?, Events::empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod backend;
+mod error;
+mod events;
+
+pub use error::{Error, Result};
+pub use events::{Events, Op};
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+/// Environment variable that forces one backend.
+pub const BACKEND_ENV: &str = "GREENFD_VPOLL_BACKEND";
+
+/// Which mechanism delivers a [`VpollFd`]'s readiness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// `eventfd(2)` with the `EFD_VPOLL` flag (vpoll kernel patch).
+    Kernel,
+    /// `/dev/vpoll` character device (vpoll kernel module).
+    Device,
+    /// A file on this process's private FUSE filesystem.
+    Fuse,
+    /// A socketpair whose peer end carries the state.
+    Emulated,
+}
+
+impl Backend {
+    /// Every backend, in order of preference.
+    pub const ALL: [Backend; 4] = [
+        Backend::Kernel,
+        Backend::Device,
+        Backend::Fuse,
+        Backend::Emulated,
+    ];
+
+    /// The lower-case name used by `GREENFD_VPOLL_BACKEND` and `greenfd probe`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Kernel => "kernel",
+            Backend::Device => "device",
+            Backend::Fuse => "fuse",
+            Backend::Emulated => "emulated",
+        }
+    }
+
+    /// Checks whether this backend can be used here; the error says why not.
+    pub fn probe(self) -> Result<()> {
+        backend::probe(self)
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Backend::ALL
+            .into_iter()
+            .find(|b| b.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| Error::UnknownBackend(s.to_owned()))
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Chooses a backend and the initial state of a new [`VpollFd`].
+#[derive(Clone, Debug, Default)]
+pub struct Builder {
+    /// A backend chosen by the caller, overriding the environment and the probe order.
+    backend: Option<Backend>,
+    /// Events the fd reports from the moment it exists.
+    init: Events,
+    /// Whether the fd stays open across `exec`.
+    inherit_on_exec: bool,
+}
+
+impl Builder {
+    /// A builder with no events set, close-on-exec, and automatic backend choice.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forces a backend (takes precedence over `GREENFD_VPOLL_BACKEND`).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Events set from creation on.
+    pub fn events(mut self, init: Events) -> Self {
+        self.init = init;
+        self
+    }
+
+    /// Keeps the fd open across `exec` (default: close-on-exec).
+    pub fn inherit_on_exec(mut self, inherit: bool) -> Self {
+        self.inherit_on_exec = inherit;
+        self
+    }
+
+    /// The backend [`build`](Self::build) would use: the explicit one, else the
+    /// environment's, else the first that probes available.
+    pub fn resolve_backend(&self) -> Result<Backend> {
+        if let Some(b) = self.backend {
+            b.probe()?;
+            return Ok(b);
+        }
+        if let Some(forced) = std::env::var_os(BACKEND_ENV) {
+            let forced = forced.to_string_lossy();
+            if !forced.trim().is_empty() {
+                let b: Backend = forced.parse()?;
+                b.probe()?;
+                return Ok(b);
+            }
+        }
+        best_backend()
+    }
+
+    /// Creates the fd.
+    pub fn build(&self) -> Result<VpollFd> {
+        let backend = self.resolve_backend()?;
+        let fd = backend::create(backend, self.init, !self.inherit_on_exec)?;
+        tracing::trace!(fd = fd.as_raw_fd(), %backend, init = ?self.init, "vpoll create");
+        Ok(VpollFd {
+            fd: Some(fd),
+            backend,
+        })
+    }
+}
+
+/// The first backend, in order of preference, that is available here.
+pub fn best_backend() -> Result<Backend> {
+    let mut reasons = Vec::new();
+    for b in Backend::ALL {
+        match b.probe() {
+            Ok(()) => return Ok(b),
+            Err(e) => reasons.push(format!("{b}: {e}")),
+        }
+    }
+    Err(Error::NoBackend(reasons.join("; ")))
+}
+
+/// A file descriptor whose readiness is set by hand.
+#[derive(Debug)]
+pub struct VpollFd {
+    /// The pollable descriptor handed to epoll, poll, select; `None` only while
+    /// `close` or `From<VpollFd> for OwnedFd` moves it out.
+    fd: Option<OwnedFd>,
+    /// The backend that serves `fd`.
+    backend: Backend,
+}
+
+impl VpollFd {
+    /// Creates a vpoll fd with the best available backend and `init` events set.
+    pub fn new(init: Events) -> Result<Self> {
+        Builder::new().events(init).build()
+    }
+
+    /// Sets `events` in addition to those already set.
+    pub fn add(&self, events: Events) -> Result<()> {
+        self.ctl(Op::Add, events)
+    }
+
+    /// Clears `events`.
+    pub fn del(&self, events: Events) -> Result<()> {
+        self.ctl(Op::Del, events)
+    }
+
+    /// Replaces the whole mask with `events`.
+    pub fn set(&self, events: Events) -> Result<()> {
+        self.ctl(Op::Set, events)
+    }
+
+    /// Applies `op` with `events`.
+    pub fn ctl(&self, op: Op, events: Events) -> Result<()> {
+        backend::ctl(self.backend, self.as_fd(), op, events)
+    }
+
+    /// The events `poll(2)` reports for this fd now.
+    pub fn events(&self) -> Result<Events> {
+        backend::events(self.backend, self.as_fd())
+    }
+
+    /// The backend that serves this fd.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the fd, reporting errors that `Drop` would ignore.
+    pub fn close(mut self) -> Result<()> {
+        match self.fd.take() {
+            Some(fd) => backend::close(self.backend, fd),
+            None => Ok(()),
+        }
+    }
+}
+
+impl AsFd for VpollFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.fd {
+            Some(fd) => fd.as_fd(),
+            // Only `close` and `into` take the fd, and both consume `self`.
+            None => unreachable!("VpollFd used after its fd was moved out"),
+        }
+    }
+}
+
+impl AsRawFd for VpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+impl From<VpollFd> for OwnedFd {
+    /// The descriptor stays a vpoll fd: [`ctl_fd`] and [`close_fd`] still work on it.
+    fn from(mut v: VpollFd) -> OwnedFd {
+        v.fd.take()
+            .expect("VpollFd always holds its fd until consumed")
+    }
+}
+
+impl Drop for VpollFd {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            // Errors on close are unreportable here; `close` is the reporting variant.
+            let _ = backend::close(self.backend, fd);
+        }
+    }
+}
+
+/// Applies `op` to a vpoll fd known only by descriptor (the C ABI, or a forked child
+/// that inherited it). Fails with [`Error::NotVpoll`] (EBADF) if it is not one.
+pub fn ctl_fd(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {
+    let backend = backend::identify(fd)?;
+    backend::ctl(backend, fd, op, events)
+}
+
+/// The current events of a vpoll fd known only by descriptor.
+pub fn events_fd(fd: BorrowedFd<'_>) -> Result<Events> {
+    let backend = backend::identify(fd)?;
+    backend::events(backend, fd)
+}
+
+/// Which backend serves `fd`, or [`Error::NotVpoll`].
+pub fn backend_of(fd: BorrowedFd<'_>) -> Result<Backend> {
+    backend::identify(fd)
+}
+
+/// Closes a vpoll fd known only by descriptor, releasing backend state tied to it.
+pub fn close_fd(fd: OwnedFd) -> Result<()> {
+    match backend::identify(fd.as_fd()) {
+        Ok(b) => backend::close(b, fd),
+        Err(e) => Err(e),
+    }
+}
