@@ -1,1 +1,7 @@
-//! Not implemented yet; filled in by its issue.
+//! A robust epoll IO manager (being built; see the reactor issue).
+
+pub mod poller;
+pub mod waker;
+
+pub use poller::{Event, Events, Interest, Mode, Poller, epoll_flags};
+pub use waker::Waker;

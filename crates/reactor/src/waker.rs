@@ -1,0 +1,105 @@
+//! A cross-thread wake-up: an eventfd registered in the reactor's epoll.
+//!
+//! Wakes are coalesced: many `wake()` calls before the reactor drains cost one
+//! `write(2)`. A flag records "a wake is pending"; only the caller that flips it from
+//! false to true writes, and the reactor clears it before draining so a wake that races
+//! with the drain is never lost (it either sees the flag clear and writes again, or its
+//! write lands before the drain's read).
+
+use rustix::event::{EventfdFlags, eventfd};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Wakes a reactor blocked in `epoll_wait` from any thread.
+#[derive(Debug)]
+pub struct Waker {
+    /// The eventfd the reactor polls for readability.
+    fd: OwnedFd,
+    /// Whether a write is outstanding that the reactor has not drained yet.
+    pending: AtomicBool,
+}
+
+impl Waker {
+    /// Creates a non-blocking, close-on-exec eventfd waker.
+    pub fn new() -> io::Result<Waker> {
+        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(Waker {
+            fd,
+            pending: AtomicBool::new(false),
+        })
+    }
+
+    /// Wakes the reactor; cheap when a wake is already pending.
+    pub fn wake(&self) -> io::Result<()> {
+        if self.pending.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        tracing::trace!(fd = self.fd.as_raw_fd(), "waker write");
+        match rustix::io::write(&self.fd, &1u64.to_ne_bytes()) {
+            Ok(_) => Ok(()),
+            // The counter is saturated: the reactor is already woken.
+            Err(rustix::io::Errno::AGAIN) => Ok(()),
+            Err(e) => {
+                self.pending.store(false, Ordering::Release);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Called by the reactor when the eventfd is readable: re-enables writes, then
+    /// empties the counter. Returns whether anything was drained.
+    pub fn drain(&self) -> io::Result<bool> {
+        self.pending.store(false, Ordering::Release);
+        let mut buf = [0u8; 8];
+        match rustix::io::read(&self.fd, &mut buf) {
+            Ok(_) => Ok(true),
+            Err(rustix::io::Errno::AGAIN) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl AsFd for Waker {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::poller::{Events, Interest, Mode, Poller};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn many_wakes_one_write_and_none_lost() {
+        let poller = Poller::new().unwrap();
+        let waker = Arc::new(Waker::new().unwrap());
+        poller
+            .add(waker.as_fd(), 0, Interest::READABLE, Mode::Level)
+            .unwrap();
+        let mut events = Events::with_capacity(4);
+        for round in 0..100 {
+            let w = Arc::clone(&waker);
+            let t = std::thread::spawn(move || {
+                for _ in 0..10 {
+                    w.wake().unwrap();
+                }
+            });
+            t.join().unwrap();
+            assert_eq!(
+                poller
+                    .wait(&mut events, Some(Duration::from_secs(10)))
+                    .unwrap(),
+                1,
+                "round {round}"
+            );
+            assert!(waker.drain().unwrap());
+            // Ten wakes coalesced into one write: the counter is now empty.
+            assert!(!waker.drain().unwrap());
+            assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
+        }
+    }
+}
