@@ -1,0 +1,18 @@
+//! Side-by-side measurements of greenfd against its peers.
+//!
+//! Every figure greenfd reports is a ratio against a peer measured in the same run,
+//! alternating ours and theirs and repeating, because this machine is shared and
+//! noisy: absolute numbers drift by tens of percent between runs, ratios much less.
+//! The peers (a tokio `current_thread` echo server, a raw mio loop) live here, in a
+//! bench-only crate, so no product crate depends on them.
+//!
+//! ```
+//! use greenfd_bench::measure::Samples;
+//! let s = Samples::from(vec![3.0, 1.0, 2.0]);
+//! assert_eq!(s.median(), 2.0);
+//! ```
+
+pub mod echo;
+pub mod measure;
+pub mod pin;
+pub mod report;
