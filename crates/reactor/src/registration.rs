@@ -1,0 +1,346 @@
+//! Persistent, edge-triggered registrations for fds greenfd owns: no syscall per wait.
+//!
+//! The one-shot discipline of [`crate::wait`] costs an `epoll_ctl` per wait; that is
+//! the price of robustness for fds we do not own. For fds we *do* own (an
+//! [`Async`](https://docs.rs/greenfd-rt) socket, a TAP device) we know when they are
+//! closed, so we register once, edge-triggered, and keep the kernel's reports in a
+//! readiness word, as tokio's `ScheduledIo` does:
+//!
+//! ```text
+//!  bit 31        bits 8..24         bits 0..6
+//! [shutdown] ... [tick (16 bits)] .. [readiness: R W RC WC PRI ERR]
+//! ```
+//!
+//! The reactor ORs reported bits in and bumps the tick. A task that got `EAGAIN` clears
+//! the bits it saw — but only if the tick is still the one it saw: if an event arrived
+//! between its check and its clear (a newer tick), clearing would lose that edge and the
+//! task would sleep forever. Closed and error bits are sticky: once the peer hung up, it
+//! stays hung up.
+
+use crate::error::Error;
+use crate::poller::{Event, Interest, Mode};
+use crate::reactor::Reactor;
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+
+bitflags::bitflags! {
+    /// Readiness bits of a persistent registration.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Ready: u8 {
+        /// Data to read.
+        const READABLE = 1 << 0;
+        /// Room to write.
+        const WRITABLE = 1 << 1;
+        /// The peer closed its writing half, or both halves (sticky).
+        const READ_CLOSED = 1 << 2;
+        /// Writing would fail: both halves hung up (sticky).
+        const WRITE_CLOSED = 1 << 3;
+        /// Priority data.
+        const PRIORITY = 1 << 4;
+        /// An error is pending on the fd (sticky until the fd is closed).
+        const ERROR = 1 << 5;
+    }
+}
+
+impl Ready {
+    /// The bits that end a wait for `interest`.
+    fn for_interest(interest: Interest) -> Ready {
+        let mut r = Ready::ERROR;
+        if interest.contains(Interest::READABLE) {
+            r |= Ready::READABLE | Ready::READ_CLOSED;
+        }
+        if interest.contains(Interest::WRITABLE) {
+            r |= Ready::WRITABLE | Ready::WRITE_CLOSED;
+        }
+        if interest.contains(Interest::PRIORITY) {
+            r |= Ready::PRIORITY | Ready::READ_CLOSED;
+        }
+        r
+    }
+
+    /// The bits a kernel report sets.
+    fn from_event(ev: &Event) -> Ready {
+        let mut r = Ready::empty();
+        let f = ev.flags;
+        use rustix::event::epoll::EventFlags as F;
+        if f.contains(F::IN) {
+            r |= Ready::READABLE;
+        }
+        if f.contains(F::OUT) {
+            r |= Ready::WRITABLE;
+        }
+        if f.intersects(F::RDHUP | F::HUP) {
+            r |= Ready::READ_CLOSED;
+        }
+        if f.contains(F::HUP) {
+            r |= Ready::WRITE_CLOSED;
+        }
+        if f.contains(F::PRI) {
+            r |= Ready::PRIORITY;
+        }
+        if f.contains(F::ERR) {
+            r |= Ready::ERROR;
+        }
+        r
+    }
+}
+
+/// Where the tick lives in the readiness word.
+const TICK_SHIFT: u32 = 8;
+/// The tick's width.
+const TICK_MASK: usize = 0xffff;
+/// Set once the registration is shut down; every wait then ends with `Closed`.
+const SHUTDOWN: usize = 1 << 31;
+
+/// Readiness seen by a task: the bits, and the tick that lets it clear them safely.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadyEvent {
+    /// The tick at the time of the check.
+    tick: u16,
+    /// The bits the task waited for that were set.
+    pub ready: Ready,
+}
+
+/// Readiness word and waiters of one registration (tokio's `ScheduledIo`, single-threaded
+/// waiters).
+#[derive(Debug, Default)]
+pub(crate) struct ScheduledIo {
+    /// Readiness bits | tick << 8 | shutdown bit.
+    word: AtomicUsize,
+    /// The tasks waiting in each direction (read, write, priority).
+    waiters: RefCell<[Option<Waker>; 3]>,
+}
+
+impl ScheduledIo {
+    /// Records a kernel report: OR the bits in, bump the tick; returns wakers to call.
+    pub(crate) fn set_readiness(&self, ev: &Event, wake: &mut Vec<Waker>) {
+        let ready = Ready::from_event(ev);
+        let mut cur = self.word.load(Ordering::Acquire);
+        loop {
+            let tick = ((cur >> TICK_SHIFT) & TICK_MASK).wrapping_add(1) & TICK_MASK;
+            let new = (cur & SHUTDOWN)
+                | (tick << TICK_SHIFT)
+                | usize::from((Ready::from_bits_truncate(cur as u8) | ready).bits());
+            match self
+                .word
+                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        self.wake_matching(ready, wake);
+    }
+
+    /// Collects the wakers of the directions `ready` concerns.
+    fn wake_matching(&self, ready: Ready, wake: &mut Vec<Waker>) {
+        let mut waiters = self.waiters.borrow_mut();
+        for (i, interest) in [Interest::READABLE, Interest::WRITABLE, Interest::PRIORITY]
+            .into_iter()
+            .enumerate()
+        {
+            if ready.intersects(Ready::for_interest(interest)) {
+                wake.extend(waiters[i].take());
+            }
+        }
+    }
+
+    /// Marks the registration shut down and returns every waiter's waker.
+    pub(crate) fn shutdown(&self, wake: &mut Vec<Waker>) {
+        self.word.fetch_or(SHUTDOWN, Ordering::AcqRel);
+        wake.extend(
+            self.waiters
+                .borrow_mut()
+                .iter_mut()
+                .filter_map(Option::take),
+        );
+    }
+
+    /// Ready if any bit for `interest` is set; otherwise remembers the waker.
+    fn poll_ready(
+        &self,
+        cx: &mut Context<'_>,
+        interest: Interest,
+        index: usize,
+    ) -> Poll<Result<ReadyEvent, Error>> {
+        let cur = self.word.load(Ordering::Acquire);
+        if cur & SHUTDOWN != 0 {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        let ready = Ready::from_bits_truncate(cur as u8) & Ready::for_interest(interest);
+        if !ready.is_empty() {
+            return Poll::Ready(Ok(ReadyEvent {
+                tick: ((cur >> TICK_SHIFT) & TICK_MASK) as u16,
+                ready,
+            }));
+        }
+        let mut waiters = self.waiters.borrow_mut();
+        let slot = &mut waiters[index];
+        if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *slot = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Clears the bits of `event` unless a newer report arrived since (tick changed).
+    /// Closed and error bits are never cleared.
+    fn clear_readiness(&self, event: ReadyEvent) {
+        let clear = event.ready - (Ready::READ_CLOSED | Ready::WRITE_CLOSED | Ready::ERROR);
+        let mut cur = self.word.load(Ordering::Acquire);
+        loop {
+            if ((cur >> TICK_SHIFT) & TICK_MASK) as u16 != event.tick {
+                return;
+            }
+            let new = cur & !usize::from(clear.bits());
+            match self
+                .word
+                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+}
+
+/// A persistent registration of an owned fd; waits cost no syscall.
+///
+/// Create with [`Reactor::register`]. Call [`Registration::deregister`] before closing
+/// the fd (greenfd's `Async` does); dropping the registration only forgets it on our
+/// side (a later report for it is ignored, and closing the fd removes it from the
+/// kernel).
+#[derive(Debug)]
+pub struct Registration {
+    /// The reactor that delivers reports.
+    reactor: Reactor,
+    /// Readiness and waiters, shared with the reactor's table.
+    io: Rc<ScheduledIo>,
+    /// Our key in the reactor's table (never reused).
+    key: u64,
+    /// The fd number, for tracing only; never used as identity.
+    fd: RawFd,
+    /// The interest and mode registered.
+    interest: Interest,
+    /// How the kernel reports readiness.
+    mode: Mode,
+}
+
+impl Registration {
+    /// Registers `fd` with the reactor (called by [`Reactor::register_with`]).
+    pub(crate) fn new(
+        reactor: &Reactor,
+        fd: BorrowedFd<'_>,
+        interest: Interest,
+        mode: Mode,
+    ) -> Result<Registration, Error> {
+        let io = Rc::new(ScheduledIo::default());
+        let key = reactor.insert_registration(Rc::clone(&io));
+        if let Err(e) = reactor.poller().add(fd, key, interest, mode) {
+            reactor.remove_registration(key);
+            return Err(Error::Io(e));
+        }
+        Ok(Registration {
+            reactor: reactor.clone(),
+            io,
+            key,
+            fd: fd.as_raw_fd(),
+            interest,
+            mode,
+        })
+    }
+
+    /// Polls for read readiness (data, end of stream, error).
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<Result<ReadyEvent, Error>> {
+        self.io.poll_ready(cx, Interest::READABLE, 0)
+    }
+
+    /// Polls for write readiness (room, hang-up, error).
+    pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<Result<ReadyEvent, Error>> {
+        self.io.poll_ready(cx, Interest::WRITABLE, 1)
+    }
+
+    /// Polls for priority readiness.
+    pub fn poll_priority_ready(&self, cx: &mut Context<'_>) -> Poll<Result<ReadyEvent, Error>> {
+        self.io.poll_ready(cx, Interest::PRIORITY, 2)
+    }
+
+    /// Waits until readable.
+    pub async fn readable(&self) -> Result<ReadyEvent, Error> {
+        poll_fn(|cx| self.poll_read_ready(cx)).await
+    }
+
+    /// Waits until writable.
+    pub async fn writable(&self) -> Result<ReadyEvent, Error> {
+        poll_fn(|cx| self.poll_write_ready(cx)).await
+    }
+
+    /// Forgets the readiness in `event` after the syscall said `EAGAIN`, unless a newer
+    /// report arrived meanwhile.
+    pub fn clear_readiness(&self, event: ReadyEvent) {
+        self.io.clear_readiness(event);
+    }
+
+    /// Runs `op` if the direction is ready; on `WouldBlock` clears the readiness it
+    /// used and polls again. The building block of non-blocking `read`/`write`.
+    pub fn poll_io<R>(
+        &self,
+        cx: &mut Context<'_>,
+        interest: Interest,
+        mut op: impl FnMut() -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        let index = if interest.contains(Interest::WRITABLE) {
+            1
+        } else if interest.contains(Interest::PRIORITY) {
+            2
+        } else {
+            0
+        };
+        loop {
+            let ev = match self.io.poll_ready(cx, interest, index) {
+                Poll::Ready(Ok(ev)) => ev,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => return Poll::Pending,
+            };
+            match op() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear_readiness(ev),
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    /// Re-arms a `Oneshot`/`EdgeOneshot` registration after its report (advanced use).
+    pub fn rearm(&self, fd: BorrowedFd<'_>) -> Result<(), Error> {
+        self.reactor
+            .poller()
+            .modify(fd, self.key, self.interest, self.mode)?;
+        Ok(())
+    }
+
+    /// Removes `fd` from the kernel's interest list and wakes every waiter with
+    /// `Closed`. Call before closing the fd.
+    pub fn deregister(self, fd: BorrowedFd<'_>) -> Result<(), Error> {
+        tracing::trace!(fd = self.fd, key = self.key, "deregister");
+        let result = self.reactor.poller().delete(fd);
+        drop(self); // wakes waiters, forgets the key
+        match result {
+            Err(e) if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::NOENT) => {
+                Ok(())
+            }
+            other => other.map_err(Error::Io),
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.reactor.remove_registration(self.key);
+        let mut wake = Vec::new();
+        self.io.shutdown(&mut wake);
+        wake.into_iter().for_each(Waker::wake);
+    }
+}
