@@ -11,7 +11,10 @@
 //! 2. [`Backend::Device`]: `/dev/vpoll` from the vpoll kernel module.
 //! 3. [`Backend::Fuse`]: an in-process FUSE filesystem whose `poll` answers are the
 //!    exact mask; full fidelity on an unpatched kernel.
-//! 4. [`Backend::Emulated`]: a socketpair; IN/OUT exact, HUP is seen as HUP|IN|RDHUP.
+//! 4. [`Backend::Emulated`]: a socketpair; IN/OUT exact, PRI is seen as PRI|IN, RDHUP
+//!    as RDHUP|IN, HUP as HUP|IN|RDHUP; RDHUP and HUP cannot be cleared and ERR cannot
+//!    be set (those requests fail with [`Error::Invalid`]). State lives in the kernel's
+//!    socket objects, so a forked child can control an inherited fd.
 //!
 //! The environment variable `GREENFD_VPOLL_BACKEND=kernel|device|fuse|emulated` forces
 //! one backend; if it is unavailable, creation fails with [`Error::Unavailable`].
@@ -22,7 +25,8 @@
 //!
 //! let v = VpollFd::new(Events::empty())?;
 //! v.add(Events::IN)?;
-//! let mut fds = [rustix::event::PollFd::new(&v.as_fd(), rustix::event::PollFlags::IN)];
+//! let fd = v.as_fd();
+//! let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
 //! rustix::event::poll(&mut fds, None)?;
 //! assert!(fds[0].revents().contains(rustix::event::PollFlags::IN));
 //! v.del(Events::IN)?;

@@ -1,32 +1,373 @@
-//! The emulated backend (not implemented yet: always unavailable).
+//! The Emulated backend: a Unix stream socketpair whose private peer end carries the state.
+//!
+//! The user holds one end (the *vpoll end*); this process keeps the other (the
+//! *peer*) in the [`registry`](super::registry), found from the vpoll fd's number and
+//! verified by its inode. Every bit of state lives in the kernel's socket objects,
+//! never in a per-process copy, so operations are idempotent and a forked child that
+//! inherited both descriptors can control the fd and the parent sees the result.
+//!
+//! | bit | how it is produced | what poll(2) sees |
+//! |---|---|---|
+//! | IN | one byte from the peer per ADD; DEL drains the vpoll end's queue | IN, exact |
+//! | OUT | DEL fills the vpoll end's (minimal) send buffer; ADD drains it at the peer | OUT, exact |
+//! | PRI | an out-of-band byte from the peer (`MSG_OOB`, kept at the head of the queue) | PRI\|IN |
+//! | RDHUP | `shutdown(peer, SHUT_WR)`; cannot be cleared | RDHUP\|IN |
+//! | HUP | `shutdown(peer, SHUT_RDWR)`; cannot be cleared | HUP\|IN\|RDHUP |
+//! | ERR | not representable: ADD ERR fails with [`Error::Invalid`] | — |
+//!
+//! So IN is *visible* whenever PRI, RDHUP or HUP is set, whatever ADD/DEL IN did; DEL IN
+//! still clears the IN the caller added, which shows once PRI is cleared. Requests the
+//! socket cannot represent fail with [`Error::Invalid`] (EINVAL) and change nothing:
+//! ADD ERR, clearing RDHUP or HUP once set, ADD PRI after RDHUP/HUP, and clearing OUT
+//! after HUP (the vpoll end can no longer send to fill its buffer). Nothing ever raises
+//! SIGPIPE: every send uses `MSG_NOSIGNAL`, and every other failed syscall is returned.
+//!
+//! The hot path (ADD IN → wait → DEL IN) is one `send` and one `recv`, the same
+//! syscalls as a bare socketpair, plus a lock-free table lookup.
+//!
+//! PRI detail: the vpoll end has `SO_OOBINLINE`, so the urgent byte sits in the data
+//! stream and a read that reaches it clears PRI. ADD PRI first moves any queued IN
+//! byte behind the urgent byte, so the urgent byte is always first in the queue; DEL IN
+//! reads the whole queue in one `recv`, and if it swallowed the urgent byte, puts it back.
 
-use super::unavailable;
+use super::{close_checked, close_raw, poll_now, registry, unavailable};
 use crate::{Backend, Error, Events, Op, Result};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use rustix::io::Errno;
+use rustix::net::{
+    AddressFamily, RecvFlags, SendFlags, Shutdown, SocketFlags, SocketType, recv, send, shutdown,
+    socketpair, sockopt,
+};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::OnceLock;
 
 const THIS: Backend = Backend::Emulated;
 
+/// The in-band byte one ADD IN queues.
+const IN_BYTE: u8 = b'i';
+/// The out-of-band byte that carries PRI.
+const PRI_BYTE: u8 = b'p';
+/// Room for one drain: the queue holds at most a few hundred bytes (IN bytes are capped
+/// by the peer's send buffer, and EAGAIN means IN is already set).
+const DRAIN: usize = 512;
+/// Bytes per send when filling the vpoll end's send buffer to clear OUT; larger than
+/// the minimal buffer, so one send fills it.
+const FILL: usize = 8192;
+
+/// Flags of every send: never block, never SIGPIPE.
+fn send_flags() -> SendFlags {
+    SendFlags::DONTWAIT | SendFlags::NOSIGNAL
+}
+
+/// The probe's outcome, computed once (creation must stay cheap).
+static PROBE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+
 pub(crate) fn probe() -> Result<()> {
-    Err(unavailable(THIS, "not implemented yet"))
+    // The backend needs only AF_UNIX stream socketpairs; check once that they work.
+    PROBE
+        .get_or_init(|| {
+            new_pair(true)
+                .map(drop)
+                .map_err(|e| format!("socketpair(AF_UNIX, SOCK_STREAM) failed: {e}"))
+        })
+        .clone()
+        .map_err(|why| unavailable(THIS, why))
 }
 
-pub(crate) fn create(_init: Events, _cloexec: bool) -> Result<OwnedFd> {
-    Err(unavailable(THIS, "not implemented yet"))
+/// A fresh socketpair: (vpoll end, peer).
+fn new_pair(cloexec: bool) -> rustix::io::Result<(OwnedFd, OwnedFd)> {
+    let (vpoll, peer) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::empty(),
+        None,
+    )?;
+    // Flags differ per end, and SOCK_CLOEXEC applies to both: set them one by one.
+    // The peer is private, so it never outlives an exec.
+    rustix::io::fcntl_setfd(&peer, rustix::io::FdFlags::CLOEXEC)?;
+    if cloexec {
+        rustix::io::fcntl_setfd(&vpoll, rustix::io::FdFlags::CLOEXEC)?;
+    }
+    Ok((vpoll, peer))
 }
 
-pub(crate) fn owns(_fd: BorrowedFd<'_>) -> bool {
-    false
+pub(crate) fn create(init: Events, cloexec: bool) -> Result<OwnedFd> {
+    check(Events::empty(), Events::empty(), init)?;
+    let (vpoll, peer) = new_pair(cloexec)?;
+    // A minimal send buffer makes "not writable" one small send away.
+    sockopt::set_socket_send_buffer_size(&vpoll, 1)?;
+    sockopt::set_socket_oobinline(&vpoll, true)?;
+    let ino = registry::inode(vpoll.as_fd())?;
+    let peer_raw = peer.as_raw_fd();
+    match registry::insert(vpoll.as_raw_fd(), ino, peer_raw) {
+        None => return Err(Error::Io(Errno::MFILE.into())),
+        Some(Some(stale)) => {
+            // The number's previous vpoll fd was closed behind our back; its peer is ours.
+            // SAFETY: `stale` was recorded as this process's private peer descriptor and
+            // its record is gone now, so nothing else will use or close it.
+            drop(unsafe { OwnedFd::from_raw_fd(stale) });
+        }
+        Some(None) => {}
+    }
+    // The table now owns the peer descriptor.
+    let _ = peer.into_raw_fd();
+    let pair = Pair {
+        vpoll: vpoll.as_fd(),
+        // SAFETY: `peer_raw` stays open while its record exists; it is ours.
+        peer: unsafe { BorrowedFd::borrow_raw(peer_raw) },
+    };
+    // A new socket shows OUT only; SET the caller's mask from there.
+    if let Err(e) = pair.change(Events::OUT, Events::all() - init, init) {
+        let _ = close(vpoll);
+        return Err(e);
+    }
+    tracing::trace!(
+        fd = pair.vpoll.as_raw_fd(),
+        peer = peer_raw,
+        ?init,
+        "emulated create"
+    );
+    Ok(vpoll)
 }
 
-pub(crate) fn ctl(_fd: BorrowedFd<'_>, _op: Op, _events: Events) -> Result<()> {
-    Err(Error::NotVpoll)
+pub(crate) fn owns(fd: BorrowedFd<'_>) -> bool {
+    registry::find(fd).is_some_and(|e| e.peer >= 0)
 }
 
-pub(crate) fn events(_fd: BorrowedFd<'_>) -> Result<Events> {
-    Err(Error::NotVpoll)
+/// The vpoll end and its peer.
+struct Pair<'a> {
+    /// The descriptor the user polls.
+    vpoll: BorrowedFd<'a>,
+    /// The private end that produces IN, PRI, RDHUP and HUP and absorbs OUT.
+    peer: BorrowedFd<'a>,
+}
+
+/// The pair of `fd`: by number (callers pass a `VpollFd`'s own fd or one that
+/// `identify` just verified), else by inode for a `dup` of a vpoll fd.
+fn pair(fd: BorrowedFd<'_>) -> Result<Pair<'_>> {
+    let entry = registry::get(fd.as_raw_fd())
+        .or_else(|| registry::find(fd))
+        .filter(|e| e.peer >= 0)
+        .ok_or(Error::NotVpoll)?;
+    Ok(Pair {
+        vpoll: fd,
+        // SAFETY: the peer stays open while its record exists, and the record lives as
+        // long as the vpoll fd, which the caller borrows for this call.
+        peer: unsafe { BorrowedFd::borrow_raw(entry.peer) },
+    })
+}
+
+pub(crate) fn ctl(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {
+    let p = pair(fd)?;
+    // The hot path needs no knowledge of the current state.
+    match (op, events) {
+        (Op::Add, Events::IN) => return p.add_in(),
+        (Op::Del, Events::IN) => return p.del_in(),
+        _ => {}
+    }
+    let (del, add) = match op {
+        Op::Add => (Events::empty(), events),
+        Op::Del => (events, Events::empty()),
+        Op::Set => (Events::all() - events, events),
+    };
+    p.change(poll_now(p.vpoll)?, del, add)
+}
+
+pub(crate) fn events(fd: BorrowedFd<'_>) -> Result<Events> {
+    poll_now(fd)
 }
 
 pub(crate) fn close(fd: OwnedFd) -> Result<()> {
-    drop(fd);
+    let peer = registry::inode(fd.as_fd())
+        .ok()
+        .and_then(|ino| registry::remove(fd.as_raw_fd(), ino))
+        .map(|e| e.peer);
+    let raw = fd.as_raw_fd();
+    // Close the user's end first: a peer closed before it would flash HUP at watchers.
+    let first = close_checked(fd);
+    let second = match peer {
+        Some(p) if p >= 0 => close_raw(p),
+        _ => Ok(()),
+    };
+    tracing::trace!(fd = raw, ?peer, "emulated close");
+    first.and(second)
+}
+
+/// Rejects, before anything changes, a request the socketpair cannot represent.
+fn check(current: Events, del: Events, add: Events) -> Result<()> {
+    let invalid = |why| Err(Error::Invalid(why));
+    if add.contains(Events::ERR) {
+        return invalid("the emulated vpoll backend cannot signal ERR");
+    }
+    if del.contains(Events::HUP) && current.contains(Events::HUP) {
+        return invalid("the emulated vpoll backend cannot clear HUP");
+    }
+    // HUP implies RDHUP, so keeping HUP keeps RDHUP.
+    if del.contains(Events::RDHUP) && current.contains(Events::RDHUP) && !add.contains(Events::HUP)
+    {
+        return invalid("the emulated vpoll backend cannot clear RDHUP");
+    }
+    let hung_up = current.intersects(Events::RDHUP | Events::HUP);
+    if add.contains(Events::PRI) && hung_up && !current.contains(Events::PRI) {
+        return invalid("the emulated vpoll backend cannot set PRI after RDHUP or HUP");
+    }
+    if del.contains(Events::OUT) && current.contains(Events::HUP | Events::OUT) {
+        return invalid("the emulated vpoll backend cannot clear OUT after HUP");
+    }
     Ok(())
+}
+
+impl Pair<'_> {
+    /// Clears the bits in `del` and sets those in `add`, given the `current` visible
+    /// mask: clearing before setting, hanging up last (after HUP the vpoll end can no
+    /// longer send). Bits are handled one by one, not by diffing visible masks, because
+    /// visible IN may come from PRI, RDHUP or HUP while the caller's IN is separate.
+    fn change(&self, current: Events, del: Events, add: Events) -> Result<()> {
+        check(current, del, add)?;
+        if del.contains(Events::PRI) && current.contains(Events::PRI) {
+            self.del_pri()?;
+        }
+        if del.contains(Events::IN) && current.contains(Events::IN) {
+            self.del_in()?;
+        }
+        if del.contains(Events::OUT) && current.contains(Events::OUT) {
+            self.del_out()?;
+        }
+        if add.contains(Events::OUT) && !current.contains(Events::OUT) {
+            self.add_out()?;
+        }
+        if add.contains(Events::IN) {
+            self.add_in()?;
+        }
+        if add.contains(Events::PRI) && !current.contains(Events::PRI) {
+            self.add_pri()?;
+        }
+        if add.contains(Events::HUP) {
+            self.shut(Shutdown::Both)?;
+        } else if add.contains(Events::RDHUP) {
+            self.shut(Shutdown::Write)?;
+        }
+        Ok(())
+    }
+
+    /// Queues one IN byte. A full queue (EAGAIN) already shows IN, and so does a peer
+    /// shut for writing (EPIPE, RDHUP/HUP set): both count as success.
+    fn add_in(&self) -> Result<()> {
+        match send(self.peer, &[IN_BYTE], send_flags()) {
+            Ok(_) | Err(Errno::AGAIN) | Err(Errno::PIPE) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Drains the vpoll end's queue; restores PRI if the drain swallowed its byte.
+    fn del_in(&self) -> Result<()> {
+        let mut lost_pri = false;
+        loop {
+            let mut buf = [0u8; DRAIN];
+            match recv(self.vpoll, &mut buf, RecvFlags::DONTWAIT) {
+                Ok((n, _)) => {
+                    lost_pri |= buf[..n].contains(&PRI_BYTE);
+                    if n < DRAIN {
+                        break;
+                    }
+                }
+                Err(Errno::AGAIN) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if lost_pri {
+            self.send_pri().map_err(|e| match e {
+                Errno::PIPE => Error::Invalid(
+                    "the emulated vpoll backend lost PRI: it cannot be restored after RDHUP or HUP",
+                ),
+                e => e.into(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Sets PRI: moves any queued IN behind a new urgent byte, so that byte comes first.
+    fn add_pri(&self) -> Result<()> {
+        let had_in = self.drain_vpoll()?.1;
+        self.send_pri().map_err(|e| match e {
+            Errno::PIPE => {
+                Error::Invalid("the emulated vpoll backend cannot set PRI after RDHUP or HUP")
+            }
+            Errno::OPNOTSUPP | Errno::INVAL => Error::Invalid(
+                "the emulated vpoll backend cannot set PRI: this kernel lacks AF_UNIX MSG_OOB",
+            ),
+            e => e.into(),
+        })?;
+        if had_in {
+            self.add_in()?;
+        }
+        Ok(())
+    }
+
+    /// Clears PRI: reads the urgent byte with whatever follows and puts back one IN
+    /// byte if the caller's IN was set.
+    fn del_pri(&self) -> Result<()> {
+        let had_in = self.drain_vpoll()?.1;
+        if had_in {
+            self.add_in()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the urgent byte.
+    fn send_pri(&self) -> rustix::io::Result<()> {
+        send(self.peer, &[PRI_BYTE], send_flags() | SendFlags::OOB).map(drop)
+    }
+
+    /// Reads the vpoll end's queue empty; returns whether it held the PRI byte and
+    /// whether it held IN bytes.
+    fn drain_vpoll(&self) -> Result<(bool, bool)> {
+        let (mut pri, mut inb) = (false, false);
+        loop {
+            let mut buf = [0u8; DRAIN];
+            match recv(self.vpoll, &mut buf, RecvFlags::DONTWAIT) {
+                Ok((_, 0)) | Err(Errno::AGAIN) => return Ok((pri, inb)),
+                Ok((n, _)) => {
+                    pri |= buf[..n].contains(&PRI_BYTE);
+                    inb |= buf[..n].contains(&IN_BYTE);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Clears OUT by filling the vpoll end's send buffer (the peer never reads it).
+    fn del_out(&self) -> Result<()> {
+        let fill = [0u8; FILL];
+        loop {
+            match send(self.vpoll, &fill, send_flags()) {
+                // A short send means the buffer is full.
+                Ok(n) if n < FILL => return Ok(()),
+                Ok(_) => {}
+                Err(Errno::AGAIN) => return Ok(()),
+                Err(Errno::PIPE) => {
+                    return Err(Error::Invalid(
+                        "the emulated vpoll backend cannot clear OUT after HUP",
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sets OUT by reading at the peer what `del_out` sent.
+    fn add_out(&self) -> Result<()> {
+        let mut buf = [0u8; FILL];
+        loop {
+            match recv(self.peer, &mut buf, RecvFlags::DONTWAIT) {
+                Ok((_, 0)) | Err(Errno::AGAIN) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Shuts the peer down, which the vpoll end sees as RDHUP (write) or HUP (both).
+    fn shut(&self, how: Shutdown) -> Result<()> {
+        Ok(shutdown(self.peer, how)?)
+    }
 }

@@ -1,32 +1,84 @@
-//! The kernel backend (not implemented yet: always unavailable).
+//! The Kernel backend: `eventfd(2)` with `EFD_VPOLL`, from the vpoll kernel patch.
+//!
+//! The kernel keeps the mask; a `write` of the 8-byte control word ([`Op::encode`]:
+//! op in the high 32 bits, events in the low 32) changes it, and `poll` reports it
+//! exactly. The initial mask is the eventfd's initial value. Kernels without the patch
+//! reject the flag with EINVAL, so the probe result says exactly that.
+//!
+//! A vpoll eventfd looks like any other eventfd from outside, so the fds this process
+//! creates are recorded in the [`registry`](super::registry) (verified by inode);
+//! `owns` never claims an eventfd it did not record.
 
-use super::unavailable;
+use super::{close_checked, poll_now, registry, unavailable};
 use crate::{Backend, Error, Events, Op, Result};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use rustix::event::{EventfdFlags, eventfd};
+use rustix::io::Errno;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
 
 const THIS: Backend = Backend::Kernel;
 
+/// `EFD_VPOLL` from the vpoll kernel patch.
+const EFD_VPOLL: u32 = 1 << 1;
+
+/// The probe's outcome, computed once: the kernel does not change under a process.
+static PROBE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+
+/// The eventfd flags for a vpoll eventfd.
+fn flags(cloexec: bool) -> EventfdFlags {
+    let mut f = EventfdFlags::from_bits_retain(EFD_VPOLL);
+    if cloexec {
+        f |= EventfdFlags::CLOEXEC;
+    }
+    f
+}
+
 pub(crate) fn probe() -> Result<()> {
-    Err(unavailable(THIS, "not implemented yet"))
+    PROBE
+        .get_or_init(|| match eventfd(0, flags(true)) {
+            Ok(fd) => {
+                drop(fd);
+                Ok(())
+            }
+            Err(Errno::INVAL) => Err(
+                "eventfd(EFD_VPOLL) failed with EINVAL: this kernel lacks the vpoll patch".into(),
+            ),
+            Err(e) => Err(format!("eventfd(EFD_VPOLL) failed: {e}")),
+        })
+        .clone()
+        .map_err(|why| unavailable(THIS, why))
 }
 
-pub(crate) fn create(_init: Events, _cloexec: bool) -> Result<OwnedFd> {
-    Err(unavailable(THIS, "not implemented yet"))
+pub(crate) fn create(init: Events, cloexec: bool) -> Result<OwnedFd> {
+    probe()?;
+    let fd = eventfd(init.bits(), flags(cloexec))?;
+    let ino = registry::inode(fd.as_fd())?;
+    if registry::insert(fd.as_raw_fd(), ino, -1).is_none() {
+        return Err(Error::Io(Errno::MFILE.into()));
+    }
+    tracing::trace!(fd = fd.as_raw_fd(), ?init, "kernel vpoll create");
+    Ok(fd)
 }
 
-pub(crate) fn owns(_fd: BorrowedFd<'_>) -> bool {
-    false
+pub(crate) fn owns(fd: BorrowedFd<'_>) -> bool {
+    PROBE.get().is_some_and(|p| p.is_ok()) && registry::find(fd).is_some_and(|e| e.peer < 0)
 }
 
-pub(crate) fn ctl(_fd: BorrowedFd<'_>, _op: Op, _events: Events) -> Result<()> {
-    Err(Error::NotVpoll)
+pub(crate) fn ctl(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {
+    let word = op.encode(events).to_ne_bytes();
+    match rustix::io::write(fd, &word)? {
+        8 => Ok(()),
+        _ => Err(Error::Io(Errno::IO.into())),
+    }
 }
 
-pub(crate) fn events(_fd: BorrowedFd<'_>) -> Result<Events> {
-    Err(Error::NotVpoll)
+pub(crate) fn events(fd: BorrowedFd<'_>) -> Result<Events> {
+    poll_now(fd)
 }
 
 pub(crate) fn close(fd: OwnedFd) -> Result<()> {
-    drop(fd);
-    Ok(())
+    if let Ok(ino) = registry::inode(fd.as_fd()) {
+        registry::remove(fd.as_raw_fd(), ino);
+    }
+    close_checked(fd)
 }

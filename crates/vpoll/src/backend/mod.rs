@@ -4,13 +4,46 @@
 //! `probe`, `create`, `owns`, `ctl`, `events`, `close`.
 
 use crate::{Backend, Error, Events, Op, Result};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
 mod device;
 mod emulated;
 #[cfg(feature = "fuse")]
 mod fuse;
 mod kernel;
+mod registry;
+
+/// What poll(2) reports for `fd` now (zero timeout), as [`Events`].
+pub(crate) fn poll_now(fd: BorrowedFd<'_>) -> Result<Events> {
+    let mut fds = [PollFd::new(
+        &fd,
+        PollFlags::IN | PollFlags::PRI | PollFlags::OUT | PollFlags::RDHUP,
+    )];
+    poll(&mut fds, Some(&Timespec::default()))?;
+    if fds[0].revents().contains(PollFlags::NVAL) {
+        return Err(Error::NotVpoll);
+    }
+    Ok(Events::from_bits_truncate(u32::from(
+        fds[0].revents().bits(),
+    )))
+}
+
+/// `close(2)` that reports its error (dropping an `OwnedFd` ignores it).
+pub(crate) fn close_checked(fd: OwnedFd) -> Result<()> {
+    use std::os::fd::IntoRawFd;
+    close_raw(fd.into_raw_fd())
+}
+
+/// `close(2)` of a descriptor given by number, reporting its error.
+pub(crate) fn close_raw(fd: RawFd) -> Result<()> {
+    // SAFETY: callers pass a descriptor they own and never use again.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(Error::Io(std::io::Error::last_os_error()))
+    }
+}
 
 /// Builds the error for a backend that cannot be used.
 pub(crate) fn unavailable(backend: Backend, reason: impl Into<String>) -> Error {
