@@ -1,0 +1,436 @@
+//! Per-consumer coalescing event queues.
+//!
+//! A queue is a bounded ring of *dirty taps*, not of events: a tap that fires a million
+//! times before the consumer reads is one ring entry whose pending bits are the OR of all
+//! deliveries (see `tap.rs`). The ring therefore never needs more entries than there are
+//! taps; a smaller ring that fills up sets `overflowed` instead of growing, and the next
+//! read rescans the queue's member table, which holds every tap feeding it. Memory is
+//! `O(ring capacity + taps)` whatever the firing rate, and no readiness is ever dropped.
+//!
+//! The queue is pollable: its descriptor (an eventfd, or a vpoll fd) is readable exactly
+//! while the ring is non-empty or overflowed. It is raised by the push that makes the queue
+//! non-empty and lowered by the read that finds it empty, both under the queue lock, so an
+//! outside loop (epoll, tokio, Python) that waits on the fd and then calls
+//! [`EventQueue::try_wait`] never misses an event. In-process [`EventQueue::wait`] callers
+//! block on a condition variable signalled at the same transitions.
+
+use crate::error::{Error, Result};
+use crate::sync::{Arc, Condvar, Mutex, lock};
+use crate::tap::TapShared;
+use greenfd_vpoll::Events;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+#[cfg(not(loom))]
+use crate::notify::Notifier;
+#[cfg(not(loom))]
+use std::os::fd::{AsFd, BorrowedFd};
+
+/// Ring capacity of [`EventQueue::new`].
+pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// One readiness report: the tap's token and the bits asserted since the last read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Event {
+    /// The token given when the tap was registered.
+    pub token: u64,
+    /// Readiness bits (within the tap's filter, plus ERR/HUP) asserted since the last read.
+    pub events: Events,
+}
+
+/// What kind of descriptor makes an [`EventQueue`] pollable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pollable {
+    /// An eventfd (always available).
+    #[default]
+    EventFd,
+    /// A [`greenfd_vpoll::VpollFd`] raised with IN (needs a vpoll backend).
+    Vpoll,
+    /// No descriptor: the queue is read only with [`EventQueue::wait`].
+    None,
+}
+
+/// Sizes and counters of a queue, for monitoring and for tests that bound memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Dirty-tap entries in the ring now.
+    pub ring_len: usize,
+    /// Entries the ring may hold (its configured capacity).
+    pub ring_capacity: usize,
+    /// Entries the ring's buffer has allocated (never grows past the first allocation).
+    pub ring_allocated: usize,
+    /// Taps feeding the queue now.
+    pub members: usize,
+    /// Slots in the member table (live taps plus free slots awaiting reuse).
+    pub member_slots: usize,
+    /// Pushes that found the ring full.
+    pub overflows: u64,
+    /// Reads that rescanned the member table after an overflow.
+    pub rescans: u64,
+    /// Whether the queue's descriptor (or condition) is raised.
+    pub signalled: bool,
+}
+
+/// Builds an [`EventQueue`] with a chosen ring capacity and descriptor kind.
+#[derive(Clone, Debug)]
+pub struct QueueBuilder {
+    /// Ring entries before overflow forces a rescan.
+    capacity: usize,
+    /// Descriptor that makes the queue pollable.
+    pollable: Pollable,
+}
+
+impl Default for QueueBuilder {
+    fn default() -> Self {
+        QueueBuilder {
+            capacity: DEFAULT_CAPACITY,
+            pollable: Pollable::EventFd,
+        }
+    }
+}
+
+impl QueueBuilder {
+    /// Ring capacity (at least 1); a full ring falls back to a rescan, never to loss.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The descriptor kind that makes the queue pollable.
+    pub fn pollable(mut self, pollable: Pollable) -> Self {
+        self.pollable = pollable;
+        self
+    }
+
+    /// Creates the queue.
+    pub fn build(&self) -> Result<EventQueue> {
+        if self.capacity == 0 {
+            return Err(Error::ZeroCapacity);
+        }
+        #[cfg(not(loom))]
+        let fd = match self.pollable {
+            Pollable::EventFd => Some(std::sync::Arc::new(Notifier::eventfd()?)),
+            Pollable::Vpoll => Some(std::sync::Arc::new(Notifier::vpoll()?)),
+            Pollable::None => None,
+        };
+        let state = QueueState {
+            ring: VecDeque::with_capacity(self.capacity),
+            capacity: self.capacity,
+            overflowed: false,
+            members: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            signalled: false,
+            closed: false,
+            overflows: 0,
+            rescans: 0,
+            #[cfg(not(loom))]
+            notifier: fd.clone(),
+            fd_error: None,
+        };
+        Ok(EventQueue {
+            core: Arc::new(QueueCore {
+                state: Mutex::new(state),
+                ready: Condvar::new(),
+            }),
+            #[cfg(not(loom))]
+            fd,
+        })
+    }
+}
+
+/// The part of a queue that taps point at; it outlives the user's handle while they do.
+pub(crate) struct QueueCore {
+    /// Ring, member table and signal, all under one lock that no other lock nests in.
+    state: Mutex<QueueState>,
+    /// Wakes in-process [`EventQueue::wait`] callers at the empty → non-empty transition.
+    ready: Condvar,
+}
+
+/// Everything behind the queue lock.
+struct QueueState {
+    /// Dirty taps, oldest first; never longer than `capacity`.
+    ring: VecDeque<Arc<TapShared>>,
+    /// Ring entries allowed.
+    capacity: usize,
+    /// A push found the ring full: the next read must rescan `members`.
+    overflowed: bool,
+    /// Every tap feeding this queue, at the slot fixed when it was enrolled.
+    members: Vec<Option<Arc<TapShared>>>,
+    /// Free slots of `members`, reused before the table grows.
+    free: Vec<usize>,
+    /// Occupied slots of `members`.
+    live: usize,
+    /// The descriptor/condition is raised (ring non-empty or overflowed since last read).
+    signalled: bool,
+    /// The user's handle is gone: deliveries are dropped and members released.
+    closed: bool,
+    /// Pushes that found the ring full.
+    overflows: u64,
+    /// Reads that rescanned.
+    rescans: u64,
+    /// The descriptor to raise and lower; `None` once the handle is dropped.
+    #[cfg(not(loom))]
+    notifier: Option<std::sync::Arc<Notifier>>,
+    /// A raise that failed in a firer's thread, reported by the next read.
+    fd_error: Option<std::io::Error>,
+}
+
+impl QueueState {
+    /// Raises the queue's signal if it is down; called with the lock held.
+    fn raise(&mut self, ready: &Condvar) {
+        if self.signalled {
+            return;
+        }
+        self.signalled = true;
+        #[cfg(not(loom))]
+        if let Some(n) = &self.notifier
+            && let Err(e) = n.raise()
+        {
+            self.fd_error.get_or_insert(e);
+        }
+        ready.notify_all();
+    }
+
+    /// Lowers the signal if nothing is left to read.
+    fn settle(&mut self) -> std::io::Result<()> {
+        if !self.signalled || !self.ring.is_empty() || self.overflowed {
+            return Ok(());
+        }
+        self.signalled = false;
+        #[cfg(not(loom))]
+        if let Some(n) = &self.notifier {
+            n.lower()?;
+        }
+        Ok(())
+    }
+
+    /// Moves every pending readiness into `out`; returns how many events it added.
+    fn drain(&mut self, out: &mut Vec<Event>) -> usize {
+        let before = out.len();
+        let mut collect = |tap: &TapShared| {
+            if let Some(events) = tap.take() {
+                out.push(Event {
+                    token: tap.token,
+                    events,
+                });
+            }
+        };
+        if self.overflowed {
+            // Every tap whose QUEUED bit is set is in the ring or was turned away by a
+            // full ring; scanning all members finds both, so the ring can be discarded.
+            self.overflowed = false;
+            self.rescans += 1;
+            self.ring.clear();
+            self.members.iter().flatten().for_each(|t| collect(t));
+        } else {
+            // Only the entries present now: taps pushed while we drain wait for the next read.
+            for _ in 0..self.ring.len() {
+                if let Some(t) = self.ring.pop_front() {
+                    collect(&t);
+                }
+            }
+        }
+        out.len() - before
+    }
+}
+
+/// A consumer's queue of readiness events from any number of taps.
+///
+/// Coalescing: a tap that fires many times between reads is reported once, with the OR of
+/// the bits. Batch reads: [`wait`](Self::wait) appends every pending event to a vector.
+/// Pollable: [`AsFd`] gives a descriptor that is readable while events are pending.
+pub struct EventQueue {
+    /// The shared core; taps hold it too.
+    core: Arc<QueueCore>,
+    /// The descriptor handed out by `as_fd` (the core's state holds the other reference,
+    /// which it drops when this handle is dropped, so the fd closes with the handle).
+    #[cfg(not(loom))]
+    fd: Option<std::sync::Arc<Notifier>>,
+}
+
+impl std::fmt::Debug for EventQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventQueue")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl EventQueue {
+    /// A queue with a 1 024-entry ring, pollable through an eventfd.
+    pub fn new() -> Result<Self> {
+        QueueBuilder::default().build()
+    }
+
+    /// A builder to choose the ring capacity and the descriptor kind.
+    pub fn builder() -> QueueBuilder {
+        QueueBuilder::default()
+    }
+
+    /// Appends pending events to `out`, blocking up to `timeout` (`None`: forever) until
+    /// there is at least one. Returns how many were appended (0 on timeout).
+    ///
+    /// Fails only if raising or lowering the queue's descriptor failed; events already
+    /// consumed are then still in `out`.
+    pub fn wait(&self, out: &mut Vec<Event>, timeout: Option<Duration>) -> Result<usize> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut st = lock(&self.core.state);
+        loop {
+            let n = st.drain(out);
+            let settled = st.settle();
+            if let Some(e) = st.fd_error.take() {
+                return Err(e.into());
+            }
+            settled?;
+            if n > 0 {
+                return Ok(n);
+            }
+            st = match (timeout, deadline) {
+                (None, _) | (Some(_), None) => {
+                    self.core.ready.wait(st).unwrap_or_else(|p| p.into_inner())
+                }
+                (Some(_), Some(d)) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(0);
+                    }
+                    self.core
+                        .ready
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Appends pending events to `out` without blocking; for loops that poll the fd.
+    pub fn try_wait(&self, out: &mut Vec<Event>) -> Result<usize> {
+        self.wait(out, Some(Duration::ZERO))
+    }
+
+    /// Sizes and counters of the queue now.
+    pub fn stats(&self) -> QueueStats {
+        let st = lock(&self.core.state);
+        QueueStats {
+            ring_len: st.ring.len(),
+            ring_capacity: st.capacity,
+            ring_allocated: st.ring.capacity(),
+            members: st.live,
+            member_slots: st.members.len(),
+            overflows: st.overflows,
+            rescans: st.rescans,
+            signalled: st.signalled,
+        }
+    }
+
+    /// The shared core, for registering taps.
+    pub(crate) fn core(&self) -> &Arc<QueueCore> {
+        &self.core
+    }
+}
+
+#[cfg(not(loom))]
+impl AsFd for EventQueue {
+    /// The queue's descriptor: readable while events are pending.
+    ///
+    /// # Panics
+    /// If the queue was built with [`Pollable::None`].
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.fd {
+            Some(n) => n.as_fd(),
+            None => panic!("EventQueue built with Pollable::None has no descriptor"),
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl EventQueue {
+    /// The queue's descriptor, or `None` for a queue built with [`Pollable::None`].
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_deref().map(AsFd::as_fd)
+    }
+}
+
+impl Drop for EventQueue {
+    fn drop(&mut self) {
+        // Releasing the members breaks the core → tap → core cycle; taps still registered
+        // on sources keep the (closed) core alive and their deliveries become no-ops.
+        let (ring, members) = {
+            let mut st = lock(&self.core.state);
+            st.closed = true;
+            st.live = 0;
+            st.free.clear();
+            #[cfg(not(loom))]
+            {
+                st.notifier = None;
+            }
+            (
+                std::mem::take(&mut st.ring),
+                std::mem::take(&mut st.members),
+            )
+        };
+        // Dropped outside the lock: the last reference to a tap may go here.
+        drop((ring, members));
+    }
+}
+
+/// Enrolls a new tap in the queue's member table and returns it.
+pub(crate) fn enroll(core: &Arc<QueueCore>, token: u64, filter: Events) -> Arc<TapShared> {
+    let mut guard = lock(&core.state);
+    let st = &mut *guard;
+    let slot = st.free.pop().unwrap_or_else(|| {
+        st.members.push(None);
+        st.members.len() - 1
+    });
+    let tap = Arc::new(TapShared::new(
+        token,
+        filter,
+        crate::tap::Sink::Queue {
+            core: Arc::clone(core),
+            slot,
+        },
+    ));
+    st.members[slot] = Some(Arc::clone(&tap));
+    st.live += 1;
+    tap
+}
+
+/// Removes a retired tap from the member table (no-op once the queue is closed).
+pub(crate) fn forget(core: &QueueCore, slot: usize, tap: &Arc<TapShared>) {
+    let removed = {
+        let mut guard = lock(&core.state);
+        let st = &mut *guard;
+        if st.closed {
+            return;
+        }
+        match st.members.get_mut(slot) {
+            Some(entry) if entry.as_ref().is_some_and(|t| Arc::ptr_eq(t, tap)) => {
+                st.free.push(slot);
+                st.live -= 1;
+                entry.take()
+            }
+            _ => {
+                crate::invariant!(false, "tap forgotten twice or at a foreign slot");
+                None
+            }
+        }
+    };
+    drop(removed);
+}
+
+/// Puts a tap whose QUEUED bit the caller just set onto the ring (or flags overflow).
+pub(crate) fn push(core: &QueueCore, tap: &Arc<TapShared>) {
+    let mut st = lock(&core.state);
+    if st.closed {
+        return;
+    }
+    if st.ring.len() < st.capacity {
+        st.ring.push_back(Arc::clone(tap));
+    } else {
+        st.overflowed = true;
+        st.overflows += 1;
+    }
+    st.raise(&core.ready);
+}

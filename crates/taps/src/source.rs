@@ -1,0 +1,327 @@
+//! Sources of readiness and the taps registered on them.
+//!
+//! A source's table of taps is a copy-on-write list behind the source lock. Registration
+//! and deregistration edit it under the lock; a change of readiness updates the mask and
+//! clones a pointer to the list under the lock, then delivers to every tap *after*
+//! releasing it. No sink (queue, vpoll fd) is ever called with the table locked, so a sink
+//! may take its own lock or make a syscall, and a slow consumer cannot stall registration.
+//!
+//! Lifetime rules:
+//! * A [`Tap`] holds a strong reference to its source's state while registered.
+//! * A tap is deregistered exactly once: `Tap::close` consumes the handle and `Drop` runs
+//!   only if `close` did not, and both go through one `deregister` guarded by a flag
+//!   that only a successful registration sets.
+//! * Deregistration removes the tap from the source's table, then marks it dead and
+//!   leaves its queue; once it returns, the queue reports no event for the tap (a firer
+//!   still walking an older snapshot may push it, but a dead tap is dropped unreported).
+//! * [`Source::close`] marks the source closed, empties its table and delivers HUP to every
+//!   tap that was in it. A tap's later deregistration finds the source closed and leaves
+//!   the (already empty) table alone; a registration after close fails with
+//!   [`Error::SourceClosed`].
+
+use crate::error::{Error, Result};
+use crate::queue::{self, EventQueue};
+use crate::sync::{Arc, AtomicU32, Mutex, Ordering, Snapshot, lock};
+use crate::tap::{ALWAYS, TapShared};
+use greenfd_vpoll::Events;
+
+/// Table slots of a source; `None` marks a free slot awaiting reuse.
+type Table = Vec<Option<Arc<TapShared>>>;
+
+/// The state of a source shared by its handle and its taps.
+pub(crate) struct SourceInner {
+    /// Mask, closed flag and tap table.
+    state: Mutex<SourceState>,
+    /// A copy of the mask readable without the lock (level queries and mirrors).
+    level: AtomicU32,
+}
+
+/// Everything behind the source lock.
+struct SourceState {
+    /// Current readiness.
+    mask: Events,
+    /// Set once by `close`.
+    closed: bool,
+    /// Registered taps; firers walk a snapshot of it.
+    taps: Snapshot<Table>,
+    /// Free slots of `taps`.
+    free: Vec<usize>,
+    /// Occupied slots of `taps`.
+    live: usize,
+}
+
+impl SourceInner {
+    /// The current readiness, without taking the lock.
+    pub(crate) fn level(&self) -> Events {
+        Events::from_bits_truncate(self.level.load(Ordering::Acquire))
+    }
+
+    /// Applies `change` to the mask and delivers what rose to every tap.
+    fn change(&self, change: impl FnOnce(Events) -> Events) {
+        let (taps, rising) = {
+            let mut st = lock(&self.state);
+            if st.closed {
+                return;
+            }
+            let old = st.mask;
+            let new = change(old);
+            if new == old {
+                return;
+            }
+            st.mask = new;
+            self.level.store(new.bits(), Ordering::Release);
+            (Snapshot::clone(&st.taps), new - old)
+        };
+        for tap in taps.iter().flatten() {
+            TapShared::deliver(tap, self, rising);
+        }
+    }
+
+    /// Closes the source: HUP to every registered tap, which are detached.
+    fn close(&self) {
+        let (taps, rising) = {
+            let mut st = lock(&self.state);
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            let old = st.mask;
+            st.mask |= Events::HUP;
+            self.level.store(st.mask.bits(), Ordering::Release);
+            st.free.clear();
+            st.live = 0;
+            (
+                std::mem::take(&mut st.taps),
+                // HUP is delivered even if the user had already set it: close is news.
+                (st.mask - old) | Events::HUP,
+            )
+        };
+        for tap in taps.iter().flatten() {
+            TapShared::deliver(tap, self, rising);
+        }
+    }
+
+    /// Registers `shared` and reports the current level to it.
+    pub(crate) fn attach(this: &Arc<SourceInner>, shared: Arc<TapShared>) -> Result<Tap> {
+        let inserted = {
+            let mut guard = lock(&this.state);
+            let st = &mut *guard;
+            if st.closed {
+                None
+            } else {
+                let taps = Snapshot::make_mut(&mut st.taps);
+                let slot = match st.free.pop() {
+                    Some(slot) => {
+                        taps[slot] = Some(Arc::clone(&shared));
+                        slot
+                    }
+                    None => {
+                        taps.push(Some(Arc::clone(&shared)));
+                        taps.len() - 1
+                    }
+                };
+                st.live += 1;
+                Some((slot, st.mask))
+            }
+        };
+        let Some((slot, mask)) = inserted else {
+            TapShared::retire(&shared);
+            return Err(Error::SourceClosed);
+        };
+        // The level query: bits set before registration are reported now; bits set after it
+        // are delivered by the change that sets them, since that change sees the tap in the
+        // table. Nothing falls between the two.
+        TapShared::deliver(&shared, this, mask);
+        Ok(Tap {
+            source: Arc::clone(this),
+            shared,
+            slot,
+            registered: true,
+        })
+    }
+
+    /// Removes a tap from the table unless `close` already emptied it.
+    fn remove(&self, slot: usize, tap: &Arc<TapShared>) {
+        let removed = {
+            let mut guard = lock(&self.state);
+            let st = &mut *guard;
+            if st.closed {
+                return;
+            }
+            let taps = Snapshot::make_mut(&mut st.taps);
+            match taps.get_mut(slot) {
+                Some(entry) if entry.as_ref().is_some_and(|t| Arc::ptr_eq(t, tap)) => {
+                    st.free.push(slot);
+                    st.live -= 1;
+                    entry.take()
+                }
+                _ => {
+                    crate::invariant!(false, "tap deregistered twice or at a foreign slot");
+                    None
+                }
+            }
+        };
+        drop(removed);
+    }
+}
+
+/// A user-space object with a readiness mask that many taps watch.
+///
+/// Changes ([`set`](Self::set), [`add`](Self::add), [`clear`](Self::clear)) deliver the
+/// bits that *rose* to every tap whose filter matches, like an edge-triggered epoll; the
+/// current level is always available from [`readiness`](Self::readiness) and
+/// [`Tap::readiness`]. Dropping the source closes it.
+pub struct Source {
+    /// State shared with the taps.
+    inner: Arc<SourceInner>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("readiness", &self.readiness())
+            .field("closed", &self.is_closed())
+            .field("taps", &self.tap_count())
+            .finish()
+    }
+}
+
+impl Source {
+    /// A source whose readiness starts as `init`.
+    pub fn new(init: Events) -> Self {
+        Source {
+            inner: Arc::new(SourceInner {
+                state: Mutex::new(SourceState {
+                    mask: init,
+                    closed: false,
+                    taps: Snapshot::new(Vec::new()),
+                    free: Vec::new(),
+                    live: 0,
+                }),
+                level: AtomicU32::new(init.bits()),
+            }),
+        }
+    }
+
+    /// The current readiness (includes HUP once closed).
+    pub fn readiness(&self) -> Events {
+        self.inner.level()
+    }
+
+    /// Replaces the readiness with `events`; bits that rise are delivered.
+    pub fn set(&self, events: Events) {
+        self.inner.change(|_| events);
+    }
+
+    /// Sets `events` in addition to the current readiness; bits that rise are delivered.
+    pub fn add(&self, events: Events) {
+        self.inner.change(|old| old | events);
+    }
+
+    /// Clears `events` from the readiness (vpoll sinks follow; queues report only rises).
+    pub fn clear(&self, events: Events) {
+        self.inner.change(|old| old - events);
+    }
+
+    /// Closes the source: every tap receives HUP and is detached; later changes are
+    /// ignored and later registrations fail. Idempotent.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Whether [`close`](Self::close) has run.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.inner.state).closed
+    }
+
+    /// Taps registered now (0 once closed).
+    pub fn tap_count(&self) -> usize {
+        lock(&self.inner.state).live
+    }
+
+    /// Registers a tap that reports the bits of `filter` (plus ERR and HUP) to `queue`
+    /// under `token`. Bits already set are reported at once.
+    pub fn tap(&self, queue: &EventQueue, filter: Events, token: u64) -> Result<Tap> {
+        let shared = queue::enroll(queue.core(), token, filter);
+        SourceInner::attach(&self.inner, shared)
+    }
+
+    /// The shared state, for sinks that register themselves.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn inner(&self) -> &Arc<SourceInner> {
+        &self.inner
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.inner.close();
+    }
+}
+
+/// One registration of a sink on a [`Source`].
+///
+/// Dropping the tap (or calling [`close`](Self::close)) deregisters it exactly once; after
+/// that returns, its queue reports no further event for it.
+pub struct Tap {
+    /// The source, kept alive while the tap is registered.
+    source: Arc<SourceInner>,
+    /// The registration shared with the source's table and the sink.
+    shared: Arc<TapShared>,
+    /// The tap's slot in the source's table.
+    slot: usize,
+    /// True from successful registration until deregistration.
+    registered: bool,
+}
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tap")
+            .field("token", &self.token())
+            .field("filter", &self.filter())
+            .field("registered", &self.registered)
+            .finish()
+    }
+}
+
+impl Tap {
+    /// The token reported with this tap's events.
+    pub fn token(&self) -> u64 {
+        self.shared.token
+    }
+
+    /// The bits this tap reports (its filter plus ERR and HUP).
+    pub fn filter(&self) -> Events {
+        self.shared.filter
+    }
+
+    /// The source's current readiness within this tap's filter (a level query).
+    pub fn readiness(&self) -> Events {
+        self.source.level() & (self.shared.filter | ALWAYS)
+    }
+
+    /// Whether the source has been closed (the tap then stays registered to nothing).
+    pub fn is_detached(&self) -> bool {
+        lock(&self.source.state).closed
+    }
+
+    /// Deregisters the tap now.
+    pub fn close(mut self) {
+        self.deregister();
+    }
+
+    /// The one deregistration path of `close` and `Drop`.
+    fn deregister(&mut self) {
+        if !std::mem::replace(&mut self.registered, false) {
+            return;
+        }
+        self.source.remove(self.slot, &self.shared);
+        TapShared::retire(&self.shared);
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.deregister();
+    }
+}
