@@ -1,0 +1,425 @@
+//! The C ABI as a C programmer meets it: `scripts/install-capi.sh` installs the library into a
+//! scratch prefix, C programs from `tests/c/` compile with
+//! `cc prog.c $(pkg-config --cflags --libs vpoll)` (and once against `libvpoll.a`), and run.
+//!
+//! The install builds in its own target dir (`$CARGO_TARGET_TMPDIR/capi-build`): a nested
+//! cargo on the outer `cargo test`'s target dir would wait on its build lock.
+
+use greenfd_vpoll::Backend;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The safety net for every program run here: a bug fails the test instead of hanging it.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The interval of the fork scenario (the reference uses 3000 ms).
+const INTERVAL_MS: &str = "150";
+
+/// The outcome of the one install all tests share.
+enum Install {
+    /// Installed under this prefix.
+    Done(PathBuf),
+    /// A tool the tests need is missing: they skip with this reason.
+    Skip(String),
+    /// The install script failed: every test fails with this message.
+    Failed(String),
+}
+
+/// Installs the library once per test run (the first test to ask does it).
+fn install() -> &'static Install {
+    static INSTALL: OnceLock<Install> = OnceLock::new();
+    INSTALL.get_or_init(|| {
+        for tool in ["cc", "pkg-config", "bash", "readelf"] {
+            if which(tool).is_none() {
+                return Install::Skip(format!("`{tool}` is not installed"));
+            }
+        }
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let prefix = tmp.join("capi-prefix");
+        // A stale install must not make a broken build look good.
+        let _ = std::fs::remove_dir_all(&prefix);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-capi.sh");
+        let out = run(
+            Command::new("bash")
+                .arg(script)
+                .arg("--prefix")
+                .arg(&prefix)
+                .env("CARGO_TARGET_DIR", tmp.join("capi-build"))
+                .env("CARGO", option_env!("CARGO").unwrap_or("cargo")),
+            Duration::from_secs(900),
+        );
+        if out.status.success() {
+            Install::Done(prefix)
+        } else {
+            Install::Failed(format!(
+                "install-capi.sh failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    })
+}
+
+/// The installed prefix, or `None` after printing why the test skips; panics if the
+/// install failed.
+fn prefix_or_skip(test: &str) -> Option<&'static Path> {
+    match install() {
+        Install::Done(p) => Some(p),
+        Install::Skip(why) => {
+            eprintln!("skipping {test}: {why}");
+            None
+        }
+        Install::Failed(msg) => panic!("{msg}"),
+    }
+}
+
+/// Whether `backend` works here; prints why the test skips if not.
+fn backend_or_skip(test: &str, backend: Backend) -> bool {
+    match backend.probe() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("skipping {test}: {e}");
+            false
+        }
+    }
+}
+
+/// Path of `tool` on PATH.
+fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// `pkg-config ARGS vpoll` against the installed `vpoll.pc`, split into words.
+fn pkg_config(prefix: &Path, args: &[&str]) -> Vec<String> {
+    let out = run(
+        Command::new("pkg-config")
+            .args(args)
+            .arg("vpoll")
+            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
+        RUN_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "pkg-config {args:?} vpoll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("pkg-config prints UTF-8")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// How a test program links libvpoll.
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    /// `$(pkg-config --cflags --libs vpoll)`: against `libvpoll.so`.
+    Shared,
+    /// `libvpoll.a` plus the `Libs.private` of `vpoll.pc`.
+    Static,
+}
+
+/// Compiles `tests/c/NAME` with `compiler` and returns the executable's path.
+fn compile(prefix: &Path, compiler: &str, name: &str, link: Link) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/c")
+        .join(name);
+    let suffix = if link == Link::Static { "-static" } else { "" };
+    let exe = prefix.join(format!("{name}{suffix}.bin"));
+    let mut cmd = Command::new(compiler);
+    cmd.arg("-Wall")
+        .arg("-Werror")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src);
+    match link {
+        Link::Shared => {
+            cmd.args(pkg_config(prefix, &["--cflags", "--libs"]));
+        }
+        Link::Static => {
+            cmd.args(pkg_config(prefix, &["--cflags"]));
+            cmd.arg(prefix.join("lib/libvpoll.a"));
+            // `--static --libs-only-l` also names -lvpoll, which would pull in the .so.
+            cmd.args(
+                pkg_config(prefix, &["--static", "--libs-only-l"])
+                    .into_iter()
+                    .filter(|l| l != "-lvpoll"),
+            );
+        }
+    }
+    let out = run(&mut cmd, RUN_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "{compiler} {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// Runs a compiled program with the installed library on its load path.
+fn run_program(prefix: &Path, exe: &Path, args: &[&str], backend: Option<Backend>) -> Output {
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .env("LD_LIBRARY_PATH", prefix.join("lib"))
+        .env_remove(greenfd_vpoll::BACKEND_ENV);
+    if let Some(b) = backend {
+        cmd.env(greenfd_vpoll::BACKEND_ENV, b.name());
+    }
+    run(&mut cmd, RUN_TIMEOUT)
+}
+
+/// Runs `cmd` to completion with piped output, killing it after `timeout`.
+fn run(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    // Drain both pipes on threads so a chatty child never blocks on a full pipe.
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waitpid") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_t.join().expect("reader thread"),
+        stderr: err_t.join().expect("reader thread"),
+    }
+}
+
+/// The dynamic section of an ELF file, as `readelf -d` prints it.
+fn readelf_dynamic(file: &Path) -> String {
+    let out = run(Command::new("readelf").arg("-d").arg(file), RUN_TIMEOUT);
+    assert!(out.status.success(), "readelf -d {}", file.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts that a self-checking program printed `ok` and exited 0.
+fn assert_ok(what: &str, out: &Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "{what}: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The backends the basic programs run with: every available one of fuse and emulated.
+fn available_userspace_backends() -> Vec<Backend> {
+    [Backend::Fuse, Backend::Emulated]
+        .into_iter()
+        .filter(|b| b.probe().is_ok())
+        .collect()
+}
+
+/// Checks the fork scenario's output: only `timeout` and `GOT event %x` lines, and the GOT
+/// lines are exactly IN, IN, OUT, then `last` (the HUP as the backend reports it). The number
+/// of `timeout` lines depends on scheduling, so it is not asserted.
+fn assert_fork_scenario(out: &Output, last: &str) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let context = || {
+        format!(
+            "{}\nstdout:\n{stdout}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert!(out.status.success(), "fork scenario failed: {}", context());
+    let lines: Vec<&str> = stdout.lines().collect();
+    for l in &lines {
+        assert!(
+            *l == "timeout" || l.starts_with("GOT event "),
+            "unexpected line {l:?}: {}",
+            context()
+        );
+    }
+    let got: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("GOT event "))
+        .collect();
+    assert_eq!(got, ["1", "1", "4", last], "{}", context());
+    assert_eq!(lines.last(), Some(&format!("GOT event {last}").as_str()));
+    assert!(
+        lines.contains(&"timeout"),
+        "the parent never timed out between events: {}",
+        context()
+    );
+}
+
+#[test]
+fn installs_header_libraries_and_pkg_config() {
+    let Some(prefix) = prefix_or_skip("installs_header_libraries_and_pkg_config") else {
+        return;
+    };
+    let header = std::fs::read_to_string(prefix.join("include/vpoll.h")).expect("vpoll.h");
+    for needle in [
+        "#define VPOLL_CTL_ADDEVENTS 1",
+        "#define VPOLL_CTL_DELEVENTS 2",
+        "#define VPOLL_CTL_SETEVENTS 3",
+        "int vpoll_create(uint32_t init_events, int flags);",
+        "int vpoll_ctl(int fd, int op, uint32_t events);",
+        "int vpoll_close(int fd);",
+        "#ifndef VPOLLEMU_H",
+        "extern \"C\"",
+    ] {
+        assert!(
+            header.contains(needle),
+            "vpoll.h lacks {needle:?}:\n{header}"
+        );
+    }
+    let link = std::fs::read_link(prefix.join("lib/libvpoll.so")).expect("libvpoll.so link");
+    assert_eq!(link, Path::new("libvpoll.so.0"));
+    assert!(prefix.join("lib/libvpoll.a").is_file());
+    let dynamic = readelf_dynamic(&prefix.join("lib/libvpoll.so.0"));
+    assert!(
+        dynamic.contains("Library soname: [libvpoll.so.0]"),
+        "no SONAME libvpoll.so.0:\n{dynamic}"
+    );
+    let flags = pkg_config(prefix, &["--cflags", "--libs"]);
+    assert_eq!(
+        flags,
+        [
+            format!("-I{}", prefix.join("include").display()),
+            format!("-L{}", prefix.join("lib").display()),
+            "-lvpoll".to_owned()
+        ]
+    );
+}
+
+#[test]
+fn create_ctl_close_seen_by_epoll_and_poll() {
+    let Some(prefix) = prefix_or_skip("create_ctl_close_seen_by_epoll_and_poll") else {
+        return;
+    };
+    let exe = compile(prefix, "cc", "basic.c", Link::Shared);
+    let backends = available_userspace_backends();
+    if backends.is_empty() {
+        eprintln!("skipping create_ctl_close_seen_by_epoll_and_poll: no fuse or emulated backend");
+        return;
+    }
+    for b in backends {
+        assert_ok(
+            &format!("basic.c with {b}"),
+            &run_program(prefix, &exe, &[], Some(b)),
+        );
+    }
+}
+
+#[test]
+fn errno_parity() {
+    let Some(prefix) = prefix_or_skip("errno_parity") else {
+        return;
+    };
+    let exe = compile(prefix, "cc", "errno.c", Link::Shared);
+    let backends = available_userspace_backends();
+    if backends.is_empty() {
+        eprintln!("skipping errno_parity: no fuse or emulated backend");
+        return;
+    }
+    for b in backends {
+        assert_ok(
+            &format!("errno.c with {b}"),
+            &run_program(prefix, &exe, &[], Some(b)),
+        );
+    }
+}
+
+#[test]
+fn fork_scenario_emulated_reports_hup_as_2011() {
+    let test = "fork_scenario_emulated_reports_hup_as_2011";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    if !backend_or_skip(test, Backend::Emulated) {
+        return;
+    }
+    let exe = compile(prefix, "cc", "fork_demo.c", Link::Shared);
+    let out = run_program(prefix, &exe, &[INTERVAL_MS], Some(Backend::Emulated));
+    // The emulator's documented mapping: a hang-up reads as EPOLLHUP|EPOLLIN|EPOLLRDHUP.
+    assert_fork_scenario(&out, "2011");
+}
+
+#[test]
+fn fork_scenario_fuse_reports_hup_exactly() {
+    let test = "fork_scenario_fuse_reports_hup_exactly";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    if !backend_or_skip(test, Backend::Fuse) {
+        return;
+    }
+    let exe = compile(prefix, "cc", "fork_demo.c", Link::Shared);
+    let out = run_program(prefix, &exe, &[INTERVAL_MS], Some(Backend::Fuse));
+    // What a kernel with vpoll support prints.
+    assert_fork_scenario(&out, "10");
+}
+
+#[test]
+fn static_link_runs_without_the_shared_library() {
+    let test = "static_link_runs_without_the_shared_library";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    let exe = compile(prefix, "cc", "basic.c", Link::Static);
+    let dynamic = readelf_dynamic(&exe);
+    assert!(
+        !dynamic.contains("libvpoll"),
+        "statically linked program still needs libvpoll.so:\n{dynamic}"
+    );
+    let Some(b) = available_userspace_backends().into_iter().next() else {
+        eprintln!("skipping the run in {test}: no fuse or emulated backend");
+        return;
+    };
+    // No LD_LIBRARY_PATH: the library is inside the executable.
+    let out = run(
+        Command::new(&exe).env(greenfd_vpoll::BACKEND_ENV, b.name()),
+        RUN_TIMEOUT,
+    );
+    assert_ok(&format!("static basic.c with {b}"), &out);
+}
+
+#[test]
+fn header_works_from_cxx() {
+    let test = "header_works_from_cxx";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    if which("c++").is_none() {
+        eprintln!("skipping {test}: `c++` is not installed");
+        return;
+    }
+    let exe = compile(prefix, "c++", "cxx_header.cpp", Link::Shared);
+    if available_userspace_backends().is_empty() {
+        eprintln!("skipping the run in {test}: no fuse or emulated backend");
+        return;
+    }
+    assert_ok("cxx_header.cpp", &run_program(prefix, &exe, &[], None));
+}

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Builds greenfd's libvpoll-compatible C library (crates/vpoll-capi) and installs it:
+#   PREFIX/include/vpoll.h
+#   PREFIX/lib/libvpoll.so.0   (SONAME libvpoll.so.0) and the link libvpoll.so -> libvpoll.so.0
+#   PREFIX/lib/libvpoll.a
+#   PREFIX/lib/pkgconfig/vpoll.pc
+# so that an unmodified libvpoll program builds with
+#   cc prog.c $(pkg-config --cflags --libs vpoll)
+# Honours CARGO_TARGET_DIR and CARGO like any cargo invocation.
+set -euo pipefail
+
+usage() {
+  echo "usage: $0 --prefix DIR [--release]" >&2
+  exit 2
+}
+
+prefix=""
+profile_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix)
+      [ $# -ge 2 ] || usage
+      prefix=$2
+      shift 2
+      ;;
+    --prefix=*)
+      prefix=${1#--prefix=}
+      shift
+      ;;
+    --release)
+      profile_args=(--release)
+      shift
+      ;;
+    -h | --help) usage ;;
+    *)
+      echo "install-capi: unknown argument: $1" >&2
+      usage
+      ;;
+  esac
+done
+[ -n "$prefix" ] || usage
+
+cargo=${CARGO:-cargo}
+workspace=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$prefix"
+# vpoll.pc must name the prefix absolutely, whatever the caller's working directory.
+prefix=$(cd "$prefix" && pwd)
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
+# `cargo rustc` builds the lib's three crate types at once and lets rustc print the native
+# libraries the static archive needs (for Libs.private). The JSON stream names the exact
+# artifacts and the build script's OUT_DIR (where vpoll.h is generated).
+(cd "$workspace" &&
+  "$cargo" rustc -p greenfd-vpoll-capi --lib "${profile_args[@]}" \
+    --message-format=json-render-diagnostics -- --print native-static-libs) \
+  >"$scratch/build.json" 2> >(tee "$scratch/build.log" >&2)
+wait
+
+# The JSON lines about this crate (its artifacts and its build script's run).
+capi_lines() { grep '"package_id":"[^"]*greenfd-vpoll-capi' "$scratch/build.json" || true; }
+
+so=$(capi_lines | grep -o '"[^"]*/libvpoll\.so"' | head -n 1 | tr -d '"')
+archive=$(capi_lines | grep -o '"[^"]*/libvpoll\.a"' | head -n 1 | tr -d '"')
+out_dir=$(capi_lines | grep '"reason":"build-script-executed"' | grep -o '"out_dir":"[^"]*"' |
+  head -n 1 | sed 's/^"out_dir":"//; s/"$//')
+version=$(capi_lines | grep -o 'greenfd-vpoll-capi@[0-9][^"]*"' | head -n 1 | sed 's/.*@//; s/"$//')
+header="$out_dir/vpoll.h"
+for f in "$so" "$archive" "$header"; do
+  if [ -z "$f" ] || [ ! -f "$f" ]; then
+    echo "install-capi: build did not produce an expected artifact (${f:-unnamed})" >&2
+    exit 1
+  fi
+done
+[ -n "$version" ] || version=0.0.0
+
+# What a program linking libvpoll.a statically must add; rustc prints it for the staticlib.
+# rustc prints it only when it compiles the crate, so keep a fallback for a fresh build.
+static_libs=$(grep -o 'native-static-libs: .*' "$scratch/build.log" | head -n 1 | sed 's/^native-static-libs: //')
+[ -n "$static_libs" ] || static_libs="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
+
+install -d "$prefix/include" "$prefix/lib/pkgconfig"
+install -m 0644 "$header" "$prefix/include/vpoll.h"
+install -m 0755 "$so" "$prefix/lib/libvpoll.so.0"
+ln -sfn libvpoll.so.0 "$prefix/lib/libvpoll.so"
+install -m 0644 "$archive" "$prefix/lib/libvpoll.a"
+cat >"$prefix/lib/pkgconfig/vpoll.pc" <<EOF
+prefix=$prefix
+exec_prefix=\${prefix}
+libdir=\${exec_prefix}/lib
+includedir=\${prefix}/include
+
+Name: vpoll
+Description: generate synthetic events for poll/select/ppoll/pselect/epoll (greenfd, libvpoll-compatible)
+Version: $version
+Cflags: -I\${includedir}
+Libs: -L\${libdir} -lvpoll
+Libs.private: $static_libs
+EOF
+
+echo "install-capi: installed vpoll $version under $prefix"
