@@ -186,3 +186,51 @@ pub fn assert_seen(v: &VpollFd, expect: Events, what: &str) {
         "{b}: epoll ET second wait after {what}"
     );
 }
+
+/// Environment variable that tells a re-run of this test binary which child body to run.
+pub const CHILD_ENV: &str = "GREENFD_VPOLL_TEST_CHILD";
+
+/// Whether this process is a child re-run for the test `name`.
+pub fn is_child(name: &str) -> bool {
+    std::env::var(CHILD_ENV).as_deref() == Ok(name)
+}
+
+/// Re-runs this test binary for test `name` only, in child mode, with `envs` added;
+/// returns its output. Another process is the only safe way to change the
+/// environment or signal dispositions of a multithreaded test harness.
+pub fn run_child(name: &str, envs: &[(&str, &str)]) -> std::process::Output {
+    let exe = std::env::current_exe().expect("current_exe");
+    std::process::Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, name)
+        .envs(envs.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("spawn test child")
+}
+
+/// Waits (bounded by [`SAFETY`]) for child `pid` to exit; returns its wait status.
+/// Kills it and panics if it does not exit in time, so a hung child fails the test.
+pub fn wait_child(pid: libc::pid_t) -> libc::c_int {
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid).expect("pid"),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .expect("pidfd_open");
+    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+    let ts = Timespec::try_from(SAFETY).expect("timeout");
+    let n = rustix::event::poll(&mut fds, Some(&ts)).expect("poll pidfd");
+    if n == 0 {
+        // SAFETY: plain syscalls on a child we forked and have not reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        panic!("child {pid} did not exit within {SAFETY:?}");
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our exited, unreaped child; `status` is a valid out pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
+    status
+}
