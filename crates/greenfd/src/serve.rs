@@ -1,12 +1,138 @@
-//! `greenfd serve` (not implemented yet).
+//! `greenfd serve`: the engine as a server — the Redis protocol, echo, or lines.
+//!
+//! SIGINT and SIGTERM are blocked in every thread and read from a `signalfd` by the
+//! main thread, which then shuts the engines down and exits with status 0: no signal
+//! handler runs inside the loops, and no reply in flight is torn in half by a signal.
 
 use crate::CliResult;
+use greenfd_engine::resp_server::{Db, RespServer};
+use greenfd_engine::{Config, Echo, Group, Lines, Raw, Resp};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 /// Options of `greenfd serve`.
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(group(clap::ArgGroup::new("mode").args(["resp", "echo", "lines"])))]
+pub struct Args {
+    /// Serve the Redis protocol (RESP2): PING, SET, GET, INCR, MGET, ... (the default).
+    #[arg(long)]
+    resp: bool,
+    /// Echo every byte back.
+    #[arg(long)]
+    echo: bool,
+    /// Echo every `\n`-terminated line back.
+    #[arg(long)]
+    lines: bool,
+    /// Address to listen on (port 0 picks a free port; the real address is printed).
+    #[arg(long, default_value = "127.0.0.1:6380")]
+    addr: SocketAddr,
+    /// Engines (reactor threads) sharing the port through SO_REUSEPORT.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Most bytes queued for one connection before it is pushed back.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_output: usize,
+}
+
+/// The signals that stop the server.
+const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
+/// Blocks SIGINT/SIGTERM in this thread (and every thread it spawns later) and returns
+/// a signalfd that reads them.
+fn block_stop_signals() -> std::io::Result<OwnedFd> {
+    // SAFETY: `sigset_t` is plain data; sigemptyset initialises it before any use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for sig in STOP_SIGNALS {
+        // SAFETY: `set` is initialised and `sig` is a valid signal number.
+        unsafe { libc::sigaddset(&mut set, sig) };
+    }
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
+    }
+    // SAFETY: -1 asks for a new signalfd; `set` is initialised.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: signalfd returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Waits until a stop signal arrives (returns its number) or an engine stops on its own.
+fn wait_for_stop(signals: &OwnedFd, group: &Group) -> std::io::Result<Option<u32>> {
+    loop {
+        let mut fds = [rustix::event::PollFd::new(
+            signals,
+            rustix::event::PollFlags::IN,
+        )];
+        // The timeout only notices an engine that died with an error.
+        let timeout = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 500_000_000,
+        };
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(0) => {
+                if group.handles().iter().any(|h| h.is_stopped()) {
+                    return Ok(None);
+                }
+            }
+            Ok(_) => {
+                let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+                let n = rustix::io::read(signals.as_fd(), &mut info)?;
+                if n >= 4 {
+                    return Ok(Some(u32::from_ne_bytes([
+                        info[0], info[1], info[2], info[3],
+                    ])));
+                }
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
 
 /// Runs `greenfd serve`.
-pub fn run(_args: Args) -> CliResult {
-    Err("`greenfd serve` is not implemented yet".into())
+pub fn run(args: Args) -> CliResult {
+    let signals = block_stop_signals()?;
+    let config = Config {
+        max_output: args.max_output,
+        ..Config::default()
+    };
+    let threads = args.threads.max(1);
+    let (group, mode) = if args.echo {
+        let g = Group::spawn(threads, args.addr, config, |_| (Raw::default(), Echo))?;
+        (g, "echo")
+    } else if args.lines {
+        let g = Group::spawn(threads, args.addr, config, |_| (Lines::default(), Echo))?;
+        (g, "lines")
+    } else {
+        // One shard per thread is plenty: a request holds its shard for nanoseconds.
+        let db = Db::new(if threads == 1 { 1 } else { threads * 16 });
+        let g = Group::spawn(threads, args.addr, config, |_| {
+            (Resp::default(), RespServer::new(db.clone()))
+        })?;
+        (g, "resp")
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "greenfd serve: listening on {} ({mode}, {threads} thread{})",
+            group.local_addr(),
+            if threads == 1 { "" } else { "s" }
+        )?;
+        out.flush()?;
+    }
+    let signal = wait_for_stop(&signals, &group)?;
+    if let Some(sig) = signal {
+        tracing::info!(signal = sig, "stopping");
+    }
+    group.shutdown_and_join()?;
+    eprintln!("greenfd serve: stopped");
+    Ok(())
 }
