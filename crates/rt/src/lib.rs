@@ -1,1 +1,52 @@
-//! Not implemented yet; filled in by its issue.
+//! Green file descriptors: a small cooperative executor where every fd is cooperative.
+//!
+//! A program that does a blocking `read` on a TAP device inside a cooperative scheduler
+//! freezes every other task. `greenfd-rt` makes fds cooperative instead: [`Async<T>`]
+//! sets `O_NONBLOCK`, and when a syscall says `EAGAIN` the task parks until the reactor
+//! ([`greenfd_reactor`]) reports the fd ready. Regular files, which epoll refuses, go to
+//! a small blocking pool. [`Tun`] and [`Tap`] devices are packet fds built on the same
+//! machinery.
+//!
+//! The executor is single-threaded: [`block_on`] runs a future and every task
+//! [`spawn`]ed from it on the calling thread, with [`sleep`]/[`timeout`] timers, and
+//! blocks in `epoll_wait` when nothing is runnable. Tasks may be woken from any thread.
+//! Borrowed-fd waits (Trio's discipline) are available through [`current_reactor`].
+//!
+//! ```
+//! use futures_lite::{AsyncReadExt, AsyncWriteExt};
+//! use greenfd_rt::{Async, block_on, spawn};
+//! use std::os::unix::net::UnixStream;
+//!
+//! let echoed = block_on(async {
+//!     let (a, b) = UnixStream::pair()?;
+//!     let (mut a, mut b) = (Async::new(a)?, Async::new(b)?);
+//!     let echo = spawn(async move {
+//!         let mut buf = [0u8; 5];
+//!         b.read_exact(&mut buf).await?;
+//!         b.write_all(&buf).await?;
+//!         Ok::<_, std::io::Error>(())
+//!     });
+//!     a.write_all(b"hello").await?;
+//!     let mut back = [0u8; 5];
+//!     a.read_exact(&mut back).await?;
+//!     echo.await.expect("not cancelled")?;
+//!     Ok::<_, std::io::Error>(back)
+//! })??;
+//! assert_eq!(&echoed, b"hello");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+pub mod async_fd;
+pub mod blocking;
+pub mod executor;
+pub mod time;
+pub mod tun;
+
+pub use async_fd::Async;
+pub use blocking::unblock;
+pub use executor::{
+    JoinError, JoinHandle, NoRuntime, block_on, current_reactor, spawn, task_count, try_spawn,
+};
+pub use greenfd_reactor as reactor;
+pub use time::{Elapsed, Sleep, sleep, timeout};
+pub use tun::{Tap, Tun, TunError};
