@@ -1,0 +1,776 @@
+//! The Fuse backend against real epoll, poll, select, processes and forks.
+//!
+//! Every test skips (with the reason on stderr) where FUSE cannot be mounted. Tests that
+//! need another process re-run this test binary with `GREENFD_FUSE_TEST_ROLE` set, which
+//! makes [`zz_role`] play that part (forking only happens in that subprocess).
+
+use greenfd_vpoll::{Backend, Builder, Error, Events, Op, VpollFd};
+use rustix::buffer::spare_capacity;
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::event::{PollFd, PollFlags};
+use rustix::time::Timespec;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Environment variable that selects a subprocess role.
+const ROLE: &str = "GREENFD_FUSE_TEST_ROLE";
+/// Safety-net timeout: a bug fails the test instead of hanging it.
+const SAFETY: Duration = Duration::from_secs(20);
+
+/// The six event bits, in order.
+const BITS: [Events; 6] = [
+    Events::IN,
+    Events::PRI,
+    Events::OUT,
+    Events::ERR,
+    Events::HUP,
+    Events::RDHUP,
+];
+
+/// Whether the Fuse backend works here; prints why not.
+fn fuse_available() -> bool {
+    match Backend::Fuse.probe() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            false
+        }
+    }
+}
+
+/// A Fuse vpoll fd with `init` set.
+fn vpoll(init: Events) -> VpollFd {
+    Builder::new()
+        .backend(Backend::Fuse)
+        .events(init)
+        .build()
+        .expect("create a fuse vpoll fd")
+}
+
+/// Mask number `n` (0..64) as a combination of [`BITS`].
+fn combo(n: usize) -> Events {
+    BITS.iter()
+        .enumerate()
+        .filter(|(i, _)| n & (1 << i) != 0)
+        .fold(Events::empty(), |acc, (_, b)| acc | *b)
+}
+
+/// Poll flags for every bit.
+fn all_poll_flags() -> PollFlags {
+    PollFlags::from_bits_retain(Events::all().bits() as u16)
+}
+
+/// What a zero-timeout poll(2) reports for `fd`, asking for every bit.
+fn poll_now(fd: BorrowedFd<'_>) -> Events {
+    let mut fds = [PollFd::new(&fd, all_poll_flags())];
+    rustix::event::poll(&mut fds, Some(&Timespec::default())).expect("poll");
+    Events::from_bits_retain(u32::from(fds[0].revents().bits()))
+}
+
+/// An epoll fd watching `fd` for every bit (plus `extra` flags such as ET).
+fn epoll_on(fd: BorrowedFd<'_>, extra: EventFlags) -> OwnedFd {
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll_create");
+    let flags = EventFlags::from_bits_retain(Events::all().bits()) | extra;
+    epoll::add(&ep, fd, EventData::new_u64(7), flags).expect("epoll add");
+    ep
+}
+
+/// `epoll_wait` once; `None` timeout means the safety timeout. Returns (data, events).
+fn epoll_wait(ep: &OwnedFd, timeout: Option<Duration>) -> Vec<(u64, Events)> {
+    let t = timeout.unwrap_or(SAFETY);
+    let ts = Timespec {
+        tv_sec: t.as_secs() as _,
+        tv_nsec: t.subsec_nanos() as _,
+    };
+    let mut out = Vec::with_capacity(64);
+    epoll::wait(ep, spare_capacity(&mut out), Some(&ts)).expect("epoll_wait");
+    out.iter()
+        .map(|e| {
+            let (flags, data) = (e.flags, e.data);
+            (data.u64(), Events::from_bits_retain(flags.bits()))
+        })
+        .collect()
+}
+
+/// What select(2) reports for `fd` now: (readable, writable, exceptional).
+fn select_now(fd: BorrowedFd<'_>) -> (bool, bool, bool) {
+    let raw = fd.as_raw_fd();
+    assert!((raw as usize) < libc::FD_SETSIZE, "fd too large for select");
+    // SAFETY: fd_set is plain data; FD_ZERO/FD_SET/FD_ISSET get valid pointers and an fd
+    // below FD_SETSIZE; select gets valid sets and a zero timeout.
+    unsafe {
+        let mut r: libc::fd_set = std::mem::zeroed();
+        let mut w: libc::fd_set = std::mem::zeroed();
+        let mut x: libc::fd_set = std::mem::zeroed();
+        libc::FD_ZERO(&mut r);
+        libc::FD_ZERO(&mut w);
+        libc::FD_ZERO(&mut x);
+        libc::FD_SET(raw, &mut r);
+        libc::FD_SET(raw, &mut w);
+        libc::FD_SET(raw, &mut x);
+        let mut tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        let n = libc::select(raw + 1, &mut r, &mut w, &mut x, &mut tv);
+        assert!(n >= 0, "select: {}", std::io::Error::last_os_error());
+        (
+            libc::FD_ISSET(raw, &r),
+            libc::FD_ISSET(raw, &w),
+            libc::FD_ISSET(raw, &x),
+        )
+    }
+}
+
+/// What select(2) must report for `mask`, by the kernel's POLLIN_SET/POLLOUT_SET/POLLEX_SET.
+fn select_expected(mask: Events) -> (bool, bool, bool) {
+    (
+        mask.intersects(Events::IN | Events::HUP | Events::ERR),
+        mask.intersects(Events::OUT | Events::ERR),
+        mask.contains(Events::PRI),
+    )
+}
+
+#[test]
+fn every_mask_reaches_epoll_poll_and_select_exactly() {
+    if !fuse_available() {
+        return;
+    }
+    let v = vpoll(Events::empty());
+    assert_eq!(v.backend(), Backend::Fuse);
+    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    for n in 0..64 {
+        let mask = combo(n);
+        v.set(mask).unwrap();
+        assert_eq!(poll_now(v.as_fd()), mask, "poll(2), mask {mask:?}");
+        assert_eq!(v.events().unwrap(), mask, "events(), mask {mask:?}");
+        assert_eq!(greenfd_vpoll::events_fd(v.as_fd()).unwrap(), mask);
+        assert_eq!(
+            select_now(v.as_fd()),
+            select_expected(mask),
+            "select(2), mask {mask:?}"
+        );
+        if mask.is_empty() {
+            assert_eq!(epoll_wait(&ep, Some(Duration::ZERO)), vec![], "empty mask");
+        } else {
+            assert_eq!(
+                epoll_wait(&ep, None),
+                vec![(7, mask)],
+                "epoll LT, mask {mask:?}"
+            );
+            // Level-triggered: still reported while set.
+            assert_eq!(epoll_wait(&ep, None), vec![(7, mask)], "epoll LT again");
+        }
+    }
+}
+
+#[test]
+fn each_bit_alone_wakes_a_blocked_epoll_wait() {
+    if !fuse_available() {
+        return;
+    }
+    let v = vpoll(Events::empty());
+    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    for bit in BITS {
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| epoll_wait(&ep, None));
+            // The waiter may or may not be blocked yet; either way it must see the bit.
+            v.add(bit).unwrap();
+            assert_eq!(waiter.join().unwrap(), vec![(7, bit)], "bit {bit:?}");
+        });
+        v.del(bit).unwrap();
+        assert_eq!(epoll_wait(&ep, Some(Duration::ZERO)), vec![]);
+    }
+}
+
+#[test]
+fn edge_triggered_epoll_reports_each_rise_once() {
+    if !fuse_available() {
+        return;
+    }
+    let v = vpoll(Events::empty());
+    let ep = epoll_on(v.as_fd(), EventFlags::ET);
+    v.add(Events::IN).unwrap();
+    assert_eq!(epoll_wait(&ep, None), vec![(7, Events::IN)]);
+    assert_eq!(epoll_wait(&ep, Some(Duration::ZERO)), vec![], "ET: once");
+    v.add(Events::OUT).unwrap();
+    assert_eq!(epoll_wait(&ep, None), vec![(7, Events::IN | Events::OUT)]);
+    assert_eq!(epoll_wait(&ep, Some(Duration::ZERO)), vec![]);
+    v.del(Events::IN).unwrap();
+    assert_eq!(
+        epoll_wait(&ep, Some(Duration::ZERO)),
+        vec![],
+        "DEL raises nothing"
+    );
+    v.set(Events::HUP | Events::RDHUP).unwrap();
+    assert_eq!(
+        epoll_wait(&ep, None),
+        vec![(7, Events::HUP | Events::RDHUP)]
+    );
+    assert_eq!(epoll_wait(&ep, Some(Duration::ZERO)), vec![]);
+    v.add(Events::ERR).unwrap();
+    assert_eq!(
+        epoll_wait(&ep, None),
+        vec![(7, Events::HUP | Events::RDHUP | Events::ERR)]
+    );
+}
+
+#[test]
+fn add_del_set_are_idempotent_and_init_is_honoured() {
+    if !fuse_available() {
+        return;
+    }
+    for n in [0, 1, 4, 16, 2, 8, 32, 63] {
+        let init = combo(n);
+        let v = vpoll(init);
+        assert_eq!(poll_now(v.as_fd()), init, "init {init:?}");
+    }
+    let v = vpoll(Events::empty());
+    v.add(Events::IN).unwrap();
+    v.add(Events::IN).unwrap();
+    assert_eq!(poll_now(v.as_fd()), Events::IN);
+    v.del(Events::IN).unwrap();
+    v.del(Events::IN).unwrap();
+    assert_eq!(poll_now(v.as_fd()), Events::empty());
+    v.set(Events::PRI | Events::OUT).unwrap();
+    v.set(Events::PRI | Events::OUT).unwrap();
+    assert_eq!(poll_now(v.as_fd()), Events::PRI | Events::OUT);
+    v.ctl(Op::Del, Events::HUP).unwrap();
+    assert_eq!(poll_now(v.as_fd()), Events::PRI | Events::OUT);
+    v.set(Events::empty()).unwrap();
+    assert_eq!(poll_now(v.as_fd()), Events::empty());
+}
+
+#[test]
+fn the_fd_itself_takes_control_words_and_refuses_bad_ones() {
+    if !fuse_available() {
+        return;
+    }
+    let v = vpoll(Events::empty());
+    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    // The server path (what a forked child uses), driven from here with raw write(2).
+    let word = Op::Add.encode(Events::PRI | Events::RDHUP).to_ne_bytes();
+    assert_eq!(rustix::io::write(v.as_fd(), &word), Ok(8));
+    assert_eq!(
+        epoll_wait(&ep, None),
+        vec![(7, Events::PRI | Events::RDHUP)]
+    );
+    let mut mask = [0u8; 8];
+    assert_eq!(rustix::io::read(v.as_fd(), &mut mask), Ok(8));
+    assert_eq!(
+        u64::from_ne_bytes(mask),
+        u64::from((Events::PRI | Events::RDHUP).bits())
+    );
+    for bad in [
+        (4u64 << 32) | 1,           // unknown op
+        (1u64 << 32) | 0x8000_0000, // unknown bit
+        0,                          // op 0
+    ] {
+        assert_eq!(
+            rustix::io::write(v.as_fd(), &bad.to_ne_bytes()),
+            Err(rustix::io::Errno::INVAL),
+            "word {bad:#x}"
+        );
+    }
+    assert_eq!(
+        rustix::io::write(v.as_fd(), &[1, 2, 3]),
+        Err(rustix::io::Errno::INVAL),
+        "short word"
+    );
+    assert_eq!(
+        poll_now(v.as_fd()),
+        Events::PRI | Events::RDHUP,
+        "unchanged"
+    );
+    // Unknown bits are refused by the library too.
+    assert!(matches!(
+        v.ctl(Op::Add, Events::from_bits_retain(0x40)),
+        Err(Error::Invalid(_))
+    ));
+}
+
+#[test]
+fn state_lives_until_the_last_copy_is_closed() {
+    if !fuse_available() {
+        return;
+    }
+    let v = vpoll(Events::OUT);
+    let dup = v.as_fd().try_clone_to_owned().unwrap();
+    v.close().unwrap();
+    assert_eq!(
+        greenfd_vpoll::backend_of(dup.as_fd()).unwrap(),
+        Backend::Fuse
+    );
+    greenfd_vpoll::ctl_fd(dup.as_fd(), Op::Add, Events::IN).unwrap();
+    assert_eq!(poll_now(dup.as_fd()), Events::IN | Events::OUT);
+    greenfd_vpoll::close_fd(dup).unwrap();
+}
+
+#[test]
+fn other_descriptors_are_never_claimed() {
+    if !fuse_available() {
+        return;
+    }
+    let _v = vpoll(Events::IN); // make sure our filesystem exists
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("greenfd-fuse-test-{}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (r, _w) = rustix::pipe::pipe().unwrap();
+    let efd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let dirfd = std::fs::File::open(&dir).unwrap();
+    let fds: [BorrowedFd<'_>; 6] = [
+        file.as_fd(),
+        a.as_fd(),
+        r.as_fd(),
+        efd.as_fd(),
+        null.as_fd(),
+        dirfd.as_fd(),
+    ];
+    for fd in fds {
+        assert_ne!(greenfd_vpoll::backend_of(fd).ok(), Some(Backend::Fuse));
+        assert!(matches!(
+            greenfd_vpoll::ctl_fd(fd, Op::Add, Events::IN),
+            Err(Error::NotVpoll)
+        ));
+    }
+}
+
+#[test]
+fn a_thousand_fds_each_keep_their_own_state() {
+    if !fuse_available() {
+        return;
+    }
+    const N: usize = 1000;
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if lim.current.is_some_and(|c| c < 4096) {
+        let want = lim.maximum.map_or(4096, |m| m.min(4096));
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(want),
+                maximum: lim.maximum,
+            },
+        );
+    }
+    let fds: Vec<VpollFd> = (0..N).map(|i| vpoll(combo(i % 64))).collect();
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|v| PollFd::new(v, all_poll_flags()))
+        .collect();
+    rustix::event::poll(&mut pfds, Some(&Timespec::default())).unwrap();
+    for (i, p) in pfds.iter().enumerate() {
+        assert_eq!(
+            u32::from(p.revents().bits()),
+            combo(i % 64).bits(),
+            "fd #{i}"
+        );
+    }
+    drop(pfds);
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
+    for (i, v) in fds.iter().enumerate() {
+        v.set(Events::empty()).unwrap();
+        epoll::add(
+            &ep,
+            v,
+            EventData::new_u64(i as u64),
+            EventFlags::IN | EventFlags::OUT,
+        )
+        .unwrap();
+    }
+    for (i, v) in fds.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+        v.add(if i % 2 == 0 { Events::IN } else { Events::OUT })
+            .unwrap();
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    let expected = N.div_ceil(3);
+    while seen.len() < expected {
+        let got = epoll_wait(&ep, None);
+        assert!(
+            !got.is_empty(),
+            "timed out with {} of {expected}",
+            seen.len()
+        );
+        for (i, ev) in got {
+            seen.insert(i as usize, ev);
+        }
+    }
+    for (i, ev) in seen {
+        assert_eq!(i % 3, 0, "fd #{i} was never set");
+        let want = if i % 2 == 0 { Events::IN } else { Events::OUT };
+        assert_eq!(ev, want, "fd #{i}");
+    }
+    for v in fds {
+        v.close().unwrap();
+    }
+}
+
+/// Lines of a vpoll mount in this mount namespace (there must never be any).
+fn vpoll_mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("greenfd-vpoll"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Mount-point directories of process `pid` still present in the temp dir.
+fn leftover_dirs(pid: u32) -> Vec<String> {
+    let prefix = format!("greenfd-vpoll.{pid}.");
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+#[test]
+fn no_mount_is_ever_left_behind() {
+    if !fuse_available() {
+        return;
+    }
+    let v = vpoll(Events::IN);
+    assert_eq!(vpoll_mounts(), Vec::<String>::new());
+    assert_eq!(leftover_dirs(std::process::id()), Vec::<String>::new());
+    assert_eq!(
+        poll_now(v.as_fd()),
+        Events::IN,
+        "and the detached mount works"
+    );
+}
+
+/// Runs this test binary as a subprocess in `role`, with piped stdio.
+fn spawn_role(role: &str, fds_to_keep: &[BorrowedFd<'_>]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "zz_role", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let keep: Vec<i32> = fds_to_keep.iter().map(|f| f.as_raw_fd()).collect();
+    cmd.env(
+        "GREENFD_FUSE_TEST_FDS",
+        keep.iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    cmd.spawn().expect("spawn the test binary")
+}
+
+/// Forwards a child's stdout lines to a channel (so reads can time out); each line loses
+/// any libtest prefix `test zz_role ... `.
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(mut line) = line else { break };
+            if let Some(i) = line.find("test zz_role ... ") {
+                line.drain(..i + "test zz_role ... ".len());
+            }
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for the next line that starts with `prefix`.
+fn expect_line(rx: &mpsc::Receiver<String>, prefix: &str) -> String {
+    loop {
+        match rx.recv_timeout(SAFETY) {
+            Ok(l) if l.starts_with(prefix) => return l,
+            Ok(_) => continue,
+            Err(e) => panic!("no {prefix:?} line from the child: {e}"),
+        }
+    }
+}
+
+/// Every remaining line, until the child's stdout closes (or the safety timeout).
+fn rest(rx: &mpsc::Receiver<String>) -> Vec<String> {
+    let mut lines = Vec::new();
+    while let Ok(l) = rx.recv_timeout(SAFETY) {
+        lines.push(l);
+    }
+    lines
+}
+
+/// Waits for `child` to terminate, failing the test after [`SAFETY`].
+fn wait_promptly(child: &mut Child) -> std::process::ExitStatus {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+    let ts = Timespec {
+        tv_sec: SAFETY.as_secs() as _,
+        tv_nsec: 0,
+    };
+    let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
+    assert_eq!(
+        n,
+        1,
+        "process {} did not terminate within {SAFETY:?}",
+        child.id()
+    );
+    child.wait().unwrap()
+}
+
+#[test]
+fn fork_scenario_ends_with_hup() {
+    if !fuse_available() {
+        return;
+    }
+    let mut child = spawn_role("fork", &[]);
+    let rx = lines_of(&mut child);
+    let status = wait_promptly(&mut child);
+    let lines = rest(&rx);
+    assert!(
+        status.success(),
+        "scenario failed: {status}, output {lines:#?}"
+    );
+    let got: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("GOT event"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        got,
+        ["GOT event 1", "GOT event 1", "GOT event 4", "GOT event 10"],
+        "full output {lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l == "child ok"), "output {lines:#?}");
+}
+
+#[test]
+fn ctl_from_another_process_reaches_the_owners_epoll() {
+    if !fuse_available() {
+        return;
+    }
+    let v = Builder::new()
+        .backend(Backend::Fuse)
+        .inherit_on_exec(true)
+        .build()
+        .unwrap();
+    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    let mut child = spawn_role("ctl", &[v.as_fd()]);
+    let rx = lines_of(&mut child);
+    // The child (a fresh program: no shared memory with us) sets OUT|PRI through the fd.
+    assert_eq!(epoll_wait(&ep, None), vec![(7, Events::OUT | Events::PRI)]);
+    let status = wait_promptly(&mut child);
+    let lines = rest(&rx);
+    assert!(
+        status.success(),
+        "child failed: {status}, output {lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "saw OUT|PRI, backend fuse"),
+        "{lines:#?}"
+    );
+    assert_eq!(v.events().unwrap(), Events::OUT | Events::PRI);
+}
+
+/// Runs a child that holds live vpoll fds (watched by epoll, one thread blocked in
+/// `epoll_wait`) and ends in `how`; checks it terminates promptly and leaves no mount.
+fn ends_promptly(how: &str) -> std::process::ExitStatus {
+    let mut child = spawn_role(&format!("linger:{how}"), &[]);
+    let rx = lines_of(&mut child);
+    expect_line(&rx, "READY");
+    let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", child.id())).unwrap();
+    assert!(
+        !mountinfo.contains("greenfd-vpoll"),
+        "child has a vpoll mount"
+    );
+    if how == "kill" {
+        child.kill().unwrap();
+    } else {
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    }
+    let status = wait_promptly(&mut child);
+    assert_eq!(leftover_dirs(child.id()), Vec::<String>::new());
+    assert_eq!(vpoll_mounts(), Vec::<String>::new());
+    status
+}
+
+#[test]
+fn process_with_live_fds_exits_promptly() {
+    if !fuse_available() {
+        return;
+    }
+    assert_eq!(ends_promptly("exit").code(), Some(3));
+}
+
+#[test]
+fn process_with_live_fds_ends_promptly_after_a_panic() {
+    if !fuse_available() {
+        return;
+    }
+    let status = ends_promptly("panic");
+    assert!(!status.success() && status.code().is_some(), "{status}");
+}
+
+#[test]
+fn process_with_live_fds_ends_promptly_when_killed() {
+    if !fuse_available() {
+        return;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(ends_promptly("kill").signal(), Some(libc::SIGKILL));
+}
+
+/// The subprocess side of the tests above; a no-op in a normal test run.
+#[test]
+fn zz_role() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    match role.as_str() {
+        "fork" => role_fork(),
+        "ctl" => role_ctl(),
+        r if r.starts_with("linger:") => role_linger(&r["linger:".len()..]),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// The inherited fds named by the parent.
+fn inherited_fds() -> Vec<OwnedFd> {
+    std::env::var("GREENFD_FUSE_TEST_FDS")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let raw: i32 = s.parse().unwrap();
+            // SAFETY: the parent passed this fd across exec for us to own.
+            unsafe { OwnedFd::from_raw_fd(raw) }
+        })
+        .collect()
+}
+
+/// Child of `ctl_from_another_process_reaches_the_owners_epoll`.
+fn role_ctl() {
+    let fds = inherited_fds();
+    let fd = fds[0].as_fd();
+    let backend = greenfd_vpoll::backend_of(fd).expect("recognised as vpoll");
+    greenfd_vpoll::ctl_fd(fd, Op::Add, Events::OUT | Events::PRI).expect("ctl via the fd");
+    let now = greenfd_vpoll::events_fd(fd).expect("events via poll");
+    assert_eq!(now, Events::OUT | Events::PRI);
+    println!("saw OUT|PRI, backend {backend}");
+}
+
+/// Sleeps `ms` milliseconds with nanosleep(2) (async-signal-safe).
+fn nap(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: (ms * 1_000_000) as _,
+    };
+    // SAFETY: valid timespec pointer; the remainder pointer may be null.
+    unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+}
+
+/// DESIGN §2's reference scenario, shortened: the forked child does ADD IN, ADD IN, ADD OUT,
+/// ADD HUP on the inherited fd 100 ms apart (each after the parent acknowledged the
+/// previous one, so the transcript does not depend on timing); the parent `epoll_wait`s
+/// with a 40 ms timeout and DELs whatever it gets.
+fn role_fork() {
+    let v = vpoll(Events::empty());
+    // Warm every code path the child will use, so it only touches initialised state.
+    greenfd_vpoll::ctl_fd(v.as_fd(), Op::Del, Events::IN).unwrap();
+    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    let (ack_r, ack_w) = rustix::pipe::pipe().unwrap();
+    let raw = v.as_raw_fd();
+    // SAFETY: the child only makes async-signal-safe calls (fstat, write, read, nanosleep,
+    // _exit) via ctl_fd's fd path and raw syscalls.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: `raw` is open in the child (inherited).
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        let steps = [Events::IN, Events::IN, Events::OUT, Events::HUP];
+        let mut code = 0;
+        for (i, ev) in steps.into_iter().enumerate() {
+            if i > 0 {
+                let mut b = [0u8; 1];
+                if rustix::io::read(&ack_r, &mut b) != Ok(1) {
+                    code = 2;
+                    break;
+                }
+            }
+            nap(100);
+            if greenfd_vpoll::ctl_fd(fd, Op::Add, ev).is_err() {
+                code = 1;
+                break;
+            }
+        }
+        // SAFETY: leaving the forked child without running atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let mut got = 0;
+    let mut timeouts = 0;
+    while got < 4 && timeouts < 500 {
+        match epoll_wait(&ep, Some(Duration::from_millis(40))).as_slice() {
+            [] => {
+                timeouts += 1;
+                println!("timeout");
+            }
+            [(_, ev)] => {
+                println!("GOT event {:x}", ev.bits());
+                v.del(*ev).unwrap();
+                got += 1;
+                rustix::io::write(&ack_w, b"k").unwrap();
+            }
+            more => panic!("unexpected events {more:?}"),
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child with a valid status pointer.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(rc, pid);
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        println!("child ok");
+    } else {
+        println!("child status {status:#x}");
+    }
+    std::io::stdout().flush().unwrap();
+}
+
+/// Holds live vpoll fds watched by epoll (one thread blocked on them), then ends as told.
+fn role_linger(how: &str) {
+    let fds: Vec<VpollFd> = (0..50).map(|i| vpoll(combo(i % 64))).collect();
+    let quiet = vpoll(Events::empty());
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
+    for (i, v) in fds.iter().enumerate() {
+        epoll::add(&ep, v, EventData::new_u64(i as u64), EventFlags::IN).unwrap();
+    }
+    let quiet_ep = epoll_on(quiet.as_fd(), EventFlags::empty());
+    std::thread::spawn(move || {
+        // Blocks in epoll_wait on a vpoll fd that never becomes ready.
+        loop {
+            let _ = epoll_wait(&quiet_ep, None);
+        }
+    });
+    let _ = epoll_wait(&ep, Some(Duration::ZERO));
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+    if how != "kill" {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).unwrap();
+    } else {
+        // Wait to be killed (the parent never writes).
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
+    std::mem::forget(fds);
+    std::mem::forget(quiet);
+    std::mem::forget(ep);
+    match how {
+        "exit" => std::process::exit(3),
+        "panic" => panic!("deliberate panic with live vpoll fds"),
+        _ => std::process::exit(4),
+    }
+}
