@@ -10,6 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The safety net for every program run here: a bug fails the test instead of hanging it.
@@ -130,8 +131,12 @@ fn compile(prefix: &Path, compiler: &str, name: &str, link: Link) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/c")
         .join(name);
+    // Tests run in parallel and may build the same source: one executable per build, so
+    // none runs a file another is still writing.
+    static BUILDS: AtomicUsize = AtomicUsize::new(0);
+    let n = BUILDS.fetch_add(1, Ordering::Relaxed);
     let suffix = if link == Link::Static { "-static" } else { "" };
-    let exe = prefix.join(format!("{name}{suffix}.bin"));
+    let exe = prefix.join(format!("{name}{suffix}.{n}.bin"));
     let mut cmd = Command::new(compiler);
     cmd.arg("-Wall")
         .arg("-Werror")
