@@ -189,6 +189,17 @@ fn probe_respects_the_environment() {
         describe(&out)
     );
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("chosen: none\n"));
+    // Forcing a backend that is unavailable here fails with its reason.
+    if let Some(missing) = Backend::ALL.into_iter().find(|b| b.probe().is_err()) {
+        let out = run(greenfd().arg("probe").env(BACKEND_ENV, missing.name()));
+        assert!(!out.status.success(), "{}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains(&format!("vpoll backend {missing} unavailable: ")),
+            "{}",
+            describe(&out)
+        );
+    }
 }
 
 #[test]

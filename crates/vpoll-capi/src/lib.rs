@@ -32,6 +32,11 @@
 //!   does. Other bits that greenfd cannot deliver (anything but `EPOLLIN`, `EPOLLPRI`,
 //!   `EPOLLOUT`, `EPOLLERR`, `EPOLLHUP`, `EPOLLRDHUP`) give `EINVAL` for ADD and SET, and are
 //!   ignored by DEL, so deleting exactly what `epoll_wait` reported always works.
+//! * A request the chosen backend cannot represent gives `EINVAL` and changes nothing (the
+//!   emulated backend, for example, cannot clear a hang-up once set; libvpoll's reference
+//!   program ignores `vpoll_ctl`'s result for that final DEL).
+//! * `vpoll_create` fails with `ENODEV` when no backend is available, or when
+//!   `GREENFD_VPOLL_BACKEND` names an unknown or unavailable one.
 //! * `vpoll_close(fd)`: a descriptor that is not a vpoll fd gives `EBADF` and stays open.
 //! * No Rust panic crosses the ABI: it becomes `-1` with `errno = EIO`.
 //! * With the emulated backend a hang-up reads as `EPOLLHUP|EPOLLIN|EPOLLRDHUP`, as with

@@ -1,4 +1,4 @@
-/* create/ctl/close through libvpoll's API, with epoll and poll(2) watching.
+/* create/ctl/close through libvpoll's API, with epoll, poll(2) and select(2) watching.
  * Uses only EPOLLIN and EPOLLOUT, which every backend reports exactly.
  * Prints "ok" and exits 0, or prints "FAIL ..." and exits 1. */
 #define _GNU_SOURCE
@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/select.h>
 #include <unistd.h>
 #include <vpoll.h>
 
@@ -27,6 +28,18 @@ static unsigned int epoll_now(int epfd, int timeout_ms) {
 	int n = epoll_wait(epfd, &ev, 1, timeout_ms);
 	CHECK(n >= 0);
 	return n == 0 ? 0 : ev.events;
+}
+
+/* Whether select(2) reports fd readable and writable now, as bits 1 and 2. */
+static int select_now(int fd) {
+	fd_set r, w;
+	FD_ZERO(&r);
+	FD_ZERO(&w);
+	FD_SET(fd, &r);
+	FD_SET(fd, &w);
+	struct timeval zero = {0, 0};
+	CHECK(select(fd + 1, &r, &w, NULL, &zero) >= 0);
+	return (FD_ISSET(fd, &r) ? 1 : 0) | (FD_ISSET(fd, &w) ? 2 : 0);
 }
 
 /* What poll(2) reports for fd now. */
@@ -53,6 +66,7 @@ int main(void) {
 	/* ADD is idempotent. */
 	CHECK(vpoll_ctl(fd, VPOLL_CTL_ADDEVENTS, EPOLLIN) == 0);
 	CHECK(poll_now(fd) == (POLLIN | POLLOUT));
+	CHECK(select_now(fd) == 3);
 
 	CHECK(vpoll_ctl(fd, VPOLL_CTL_DELEVENTS, EPOLLOUT) == 0);
 	CHECK(epoll_now(epfd, 10000) == EPOLLIN);
@@ -65,10 +79,13 @@ int main(void) {
 
 	CHECK(vpoll_ctl(fd, VPOLL_CTL_SETEVENTS, EPOLLOUT) == 0);
 	CHECK(epoll_now(epfd, 10000) == EPOLLOUT);
+	CHECK(select_now(fd) == 2);
 	CHECK(vpoll_ctl(fd, VPOLL_CTL_SETEVENTS, EPOLLIN) == 0);
 	CHECK(epoll_now(epfd, 10000) == EPOLLIN);
+	CHECK(select_now(fd) == 1);
 	CHECK(vpoll_ctl(fd, VPOLL_CTL_SETEVENTS, 0) == 0);
 	CHECK(epoll_now(epfd, 0) == 0);
+	CHECK(select_now(fd) == 0);
 
 	/* Without FD_CLOEXEC the fd survives exec, as with libvpoll. */
 	int inherit = vpoll_create(EPOLLIN, 0);

@@ -79,6 +79,10 @@ int main(void) {
 	FAILS_WITH(vpoll_ctl(fd, VPOLL_CTL_ADDEVENTS, EPOLLIN), EBADF);
 	FAILS_WITH(vpoll_close(fd), EBADF);
 
+	/* greenfd's backend switch naming no backend: ENODEV, and nothing is created. */
+	setenv("GREENFD_VPOLL_BACKEND", "no-such-backend", 1);
+	FAILS_WITH(vpoll_create(0, FD_CLOEXEC), ENODEV);
+
 	close(pipefd[0]);
 	close(pipefd[1]);
 	close(epfd);
