@@ -90,13 +90,15 @@ prefix=$prefix
 exec_prefix=\${prefix}
 libdir=\${exec_prefix}/lib
 includedir=\${prefix}/include
+# System libraries libvpoll.a needs: cc prog.c libvpoll.a \$(pkg-config --variable=libs_private vpoll)
+libs_private=$static_libs
 
 Name: vpoll
 Description: generate synthetic events for poll/select/ppoll/pselect/epoll (greenfd, libvpoll-compatible)
 Version: $version
 Cflags: -I\${includedir}
 Libs: -L\${libdir} -lvpoll
-Libs.private: $static_libs
+Libs.private: \${libs_private}
 EOF
 
 echo "install-capi: installed vpoll $version under $prefix"

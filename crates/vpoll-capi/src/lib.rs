@@ -17,9 +17,15 @@
 //! builds this crate and lays out
 //! `PREFIX/include/vpoll.h`, `PREFIX/lib/libvpoll.so.0` (SONAME `libvpoll.so.0`) with the
 //! development link `libvpoll.so`, `PREFIX/lib/libvpoll.a` and `PREFIX/lib/pkgconfig/vpoll.pc`.
-//! A program then builds with `cc prog.c $(pkg-config --cflags --libs vpoll)`, or statically
-//! with `cc prog.c $(pkg-config --cflags vpoll) PREFIX/lib/libvpoll.a $(pkg-config
-//! --libs-only-l --static vpoll)` (`Libs.private` lists what the Rust runtime needs).
+//! A program then builds with `cc prog.c $(pkg-config --cflags --libs vpoll)`, or with the
+//! library linked in statically:
+//!
+//! ```text
+//! cc prog.c $(pkg-config --cflags vpoll) PREFIX/lib/libvpoll.a $(pkg-config --variable=libs_private vpoll)
+//! ```
+//!
+//! where `libs_private` (also `Libs.private`) names the system libraries the Rust runtime
+//! inside `libvpoll.a` needs, as rustc reports them.
 //!
 //! # Semantics, where libvpoll leaves room
 //!

@@ -150,12 +150,7 @@ fn compile(prefix: &Path, compiler: &str, name: &str, link: Link) -> PathBuf {
         Link::Static => {
             cmd.args(pkg_config(prefix, &["--cflags"]));
             cmd.arg(prefix.join("lib/libvpoll.a"));
-            // `--static --libs-only-l` also names -lvpoll, which would pull in the .so.
-            cmd.args(
-                pkg_config(prefix, &["--static", "--libs-only-l"])
-                    .into_iter()
-                    .filter(|l| l != "-lvpoll"),
-            );
+            cmd.args(pkg_config(prefix, &["--variable=libs_private"]));
         }
     }
     let out = run(&mut cmd, RUN_TIMEOUT);
@@ -317,6 +312,20 @@ fn installs_header_libraries_and_pkg_config() {
             "-lvpoll".to_owned()
         ]
     );
+    assert_eq!(
+        pkg_config(prefix, &["--variable=prefix"]),
+        [prefix.display().to_string()]
+    );
+    // A static link needs the Rust runtime's system libraries, at least libc.
+    let private = pkg_config(prefix, &["--variable=libs_private"]);
+    assert!(private.iter().any(|l| l == "-lc"), "{private:?}");
+    let static_flags = pkg_config(prefix, &["--static", "--libs"]);
+    for l in &private {
+        assert!(
+            static_flags.contains(l),
+            "{l} missing from {static_flags:?}"
+        );
+    }
 }
 
 #[test]
