@@ -12,12 +12,12 @@
 //! end the program cleanly (the interfaces vanish with their fds).
 
 use crate::CliResult;
-use greenfd_rt::{Async, Tap, TunError, block_on, spawn};
+use greenfd_rt::{Async, Tap, TunError, block_on, sleep, spawn};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::Command;
-use std::rc::Rc;
+use std::time::Duration;
 
 /// Options of `greenfd tap`.
 #[derive(clap::Args)]
@@ -39,6 +39,16 @@ pub struct Args {
     /// How many devices to serve.
     #[arg(long, default_value_t = 1)]
     count: u16,
+    /// Test hook, `DEVICE:MS`: the task of DEVICE sleeps MS milliseconds (cooperatively)
+    /// after every frame it receives, so its queue backs up while the others go on.
+    #[arg(long, hide = true, value_parser = parse_stall)]
+    stall: Option<(String, u64)>,
+}
+
+/// Parses `--stall DEVICE:MS`.
+fn parse_stall(s: &str) -> Result<(String, u64), String> {
+    let (dev, ms) = s.split_once(':').ok_or("expected DEVICE:MS")?;
+    Ok((dev.to_owned(), ms.parse().map_err(|e| format!("MS: {e}"))?))
 }
 
 /// One device's addressing.
@@ -206,7 +216,13 @@ pub fn run(args: Args) -> CliResult {
         let tasks: Vec<_> = devices
             .into_iter()
             .zip(plans)
-            .map(|(tap, p)| spawn(serve(Rc::new(tap), p)))
+            .map(|(tap, p)| {
+                let stall = match &args.stall {
+                    Some((dev, ms)) if *dev == p.name => Some(Duration::from_millis(*ms)),
+                    _ => None,
+                };
+                spawn(serve(tap, p, stall))
+            })
             .collect();
         // Wait for SIGINT/SIGTERM on the same loop as the devices.
         let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
@@ -227,26 +243,32 @@ pub fn run(args: Args) -> CliResult {
     Ok(())
 }
 
-/// One device's loop: read a frame, answer it if it is ARP or ping for the peer.
-async fn serve(tap: Rc<Tap>, plan: Plan) {
+/// One device's task: serves until its device fails, then reports why. Only this
+/// task ends; the other devices go on.
+async fn serve(tap: Tap, plan: Plan, stall: Option<Duration>) {
+    if let Err(e) = serve_frames(&tap, &plan, stall).await {
+        eprintln!(
+            "greenfd tap: {}: {e}; its task ends, the other devices go on",
+            plan.name
+        );
+    }
+}
+
+/// Reads frames and answers ARP and ping for the peer.
+async fn serve_frames(tap: &Tap, plan: &Plan, stall: Option<Duration>) -> Result<(), TunError> {
     let mut buf = vec![0u8; 65536];
     loop {
-        let n = match tap.recv(&mut buf).await {
-            Ok(n) => n,
-            Err(e @ TunError::Vanished(_)) => {
-                eprintln!("greenfd tap: {e}; its task ends, the other devices go on");
-                return;
-            }
-            Err(e) => {
-                eprintln!("greenfd tap: {}: {e}; its task ends", plan.name);
-                return;
-            }
-        };
-        if let Some(reply) = answer(&buf[..n], &plan) {
-            if let Err(e) = tap.send(&reply).await {
-                eprintln!("greenfd tap: {}: {e}; its task ends", plan.name);
-                return;
-            }
+        let n = tap.recv(&mut buf).await?;
+        if let Some(stall) = stall {
+            eprintln!(
+                "greenfd tap: {}: stalling for {} ms",
+                plan.name,
+                stall.as_millis()
+            );
+            sleep(stall).await;
+        }
+        if let Some(reply) = answer(&buf[..n], plan) {
+            tap.send(&reply).await?;
         }
     }
 }
@@ -371,6 +393,7 @@ mod tests {
             name: name.into(),
             addr: addr.into(),
             count,
+            stall: None,
         }
     }
 

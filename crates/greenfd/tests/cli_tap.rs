@@ -1,8 +1,9 @@
-//! `greenfd tap` in a fresh network namespace: two TAP devices on one executor; a ping
-//! through one is answered while the other device's task is parked in a read that
-//! would block a naive loop forever, and deleting one device ends only its task.
+//! `greenfd tap` in a fresh network namespace: two TAP devices on one executor. A ping
+//! through device A is answered (1) while device B's task is parked in a read that
+//! would block a naive loop forever, and (2) while B's task is stalled for seconds with
+//! frames queueing on B; deleting B ends only B's task; SIGTERM exits cleanly.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -99,14 +100,24 @@ fn two_taps_one_executor_one_never_blocks_the_other() {
             "2",
             "--addr",
             "10.77.0.1/24",
+            "--stall",
+            "gtap1:4000",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
     ns.server = Some(child);
+    let (err_tx, err_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("server: {line}");
+            let _ = err_tx.send(line);
+        }
+    });
 
     // Wait for "ready" (a thread reads, so a broken server fails the test, not hangs it).
     let (tx, rx) = mpsc::channel();
@@ -121,11 +132,7 @@ fn two_taps_one_executor_one_never_blocks_the_other() {
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(l) if l == "ready" => break,
             Ok(l) => devices.push(l),
-            Err(e) => {
-                let mut err = String::new();
-                let _ = stderr.read_to_string(&mut err);
-                panic!("server not ready ({e}); stderr: {err}");
-            }
+            Err(e) => panic!("server not ready: {e}"),
         }
     }
     assert_eq!(devices.len(), 2, "{devices:?}");
@@ -139,8 +146,39 @@ fn two_taps_one_executor_one_never_blocks_the_other() {
         3,
         "ping through A answered while B idles"
     );
-    // Both are served by the same loop.
-    assert_eq!(ping(&ns, "10.77.1.2", 1), 1, "ping through B answered");
+
+    // B's task receives a frame and stalls for 4 s (cooperatively); B's queue backs up.
+    let mut ping_b = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "ping",
+            "-n",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "10.77.1.2",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stalled = loop {
+        match err_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(l) if l.contains("gtap1: stalling") => break true,
+            Ok(_) => {}
+            Err(_) => break false,
+        }
+    };
+    assert!(stalled, "B's task got traffic and stalled");
+    assert_eq!(
+        ping(&ns, "10.77.0.2", 3),
+        3,
+        "ping through A answered while B is stalled"
+    );
+    let _ = ping_b.kill();
+    let _ = ping_b.wait();
 
     // B vanishes: only B's task ends (with a clear error); A keeps answering.
     let out = ns.run(&["ip", "link", "del", "gtap1"]);
@@ -150,6 +188,21 @@ fn two_taps_one_executor_one_never_blocks_the_other() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(ping(&ns, "10.77.0.2", 1), 1, "A unaffected by B's removal");
+
+    // Once its stall ends, B's task reads again and reports the vanished device.
+    let vanished = loop {
+        match err_rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(l) if l.contains("\"gtap1\" vanished") => break true,
+            Ok(_) => {}
+            Err(_) => break false,
+        }
+    };
+    assert!(vanished, "B's task reported the vanished device");
+    assert_eq!(
+        ping(&ns, "10.77.0.2", 1),
+        1,
+        "A still served after B's task ended"
+    );
 
     // SIGTERM ends the server cleanly.
     let mut child = ns.server.take().unwrap();
@@ -166,12 +219,5 @@ fn two_taps_one_executor_one_never_blocks_the_other() {
             panic!("server ignored SIGTERM");
         }
     };
-    let mut err = String::new();
-    stderr.read_to_string(&mut err).unwrap();
-    eprintln!("server stderr: {err}");
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
-    assert!(
-        err.contains("\"gtap1\" vanished"),
-        "B's task reported the vanished device"
-    );
 }
