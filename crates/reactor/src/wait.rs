@@ -41,7 +41,10 @@
 //!   through a dup (case 2), its registration stays in the kernel, disarmed, until that
 //!   last dup is closed; it is harmless, and at most one stale event carrying this fd's
 //!   token reaches us (a spurious wake-up, which callers must tolerate anyway: they
-//!   retry their read and wait again).
+//!   retry their read and wait again). If that stale report meets a waiter on the *new*
+//!   file, it wakes spuriously and, should it not wait again, leaves the new file's
+//!   one-shot registration armed with nobody behind it; that too fires at most once and
+//!   is ignored (no entry in the table), so the bound "at most one report per arm" holds.
 //! * **After a wake the fd stays in the interest list, disarmed.** We do not `DEL` after
 //!   an event: the next wait on the same number re-arms it with one `MOD` (cheap), and if
 //!   the caller closes the fd in between the kernel drops the registration itself. The
@@ -293,7 +296,7 @@ pub(crate) fn notify_closing(
 /// direction ready (or an error/hang-up: retry your syscall to see it), to
 /// [`Error::Closed`] after `notify_closing`, to [`Error::BusyResource`] at once if
 /// another task waits in the same direction. Dropping it cancels the wait and disarms
-/// the fd.
+/// the fd. Polling it again after it returned gives `Ok(())` again.
 #[must_use = "futures do nothing unless polled"]
 #[derive(Debug)]
 pub struct WaitFd<'fd> {

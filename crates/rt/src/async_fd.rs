@@ -221,6 +221,21 @@ impl<T: AsFd> AsRawFd for Async<T> {
     }
 }
 
+/// `read(2)`, traced.
+pub(crate) fn sys_read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let len = buf.len();
+    let r = rustix::io::read(fd, buf);
+    tracing::trace!(fd = fd.as_raw_fd(), len, result = ?r, "read");
+    Ok(r?)
+}
+
+/// `write(2)`, traced.
+pub(crate) fn sys_write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    let r = rustix::io::write(fd, buf);
+    tracing::trace!(fd = fd.as_raw_fd(), len = buf.len(), result = ?r, "write");
+    Ok(r?)
+}
+
 /// The error for IO on an `Async` after `close`.
 fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, greenfd_reactor::Error::Closed)
@@ -240,9 +255,7 @@ impl<T: AsFd> AsyncRead for Async<T> {
             Backend::Reactor {
                 registration: Some(r),
                 ..
-            } => r.poll_io(cx, Interest::READABLE, || {
-                rustix::io::read(io.as_fd(), &mut *buf).map_err(io::Error::from)
-            }),
+            } => r.poll_io(cx, Interest::READABLE, || sys_read(io.as_fd(), &mut *buf)),
             Backend::Reactor {
                 registration: None, ..
             } => Poll::Ready(Err(closed())),
@@ -265,9 +278,7 @@ impl<T: AsFd> AsyncWrite for Async<T> {
             Backend::Reactor {
                 registration: Some(r),
                 ..
-            } => r.poll_io(cx, Interest::WRITABLE, || {
-                rustix::io::write(io.as_fd(), buf).map_err(io::Error::from)
-            }),
+            } => r.poll_io(cx, Interest::WRITABLE, || sys_write(io.as_fd(), buf)),
             Backend::Reactor {
                 registration: None, ..
             } => Poll::Ready(Err(closed())),
@@ -341,7 +352,7 @@ impl BlockingFile {
             let len = buf.len().min(BLOCKING_CHUNK);
             unblock(move || {
                 let mut v = vec![0u8; len];
-                let n = rustix::io::read(&*fd, &mut v)?;
+                let n = sys_read(fd.as_fd(), &mut v)?;
                 v.truncate(n);
                 Ok(v)
             })
@@ -371,7 +382,7 @@ impl BlockingFile {
         self.writing = Some(unblock(move || {
             let mut rest = &data[..];
             while !rest.is_empty() {
-                let k = rustix::io::write(&*fd, rest)?;
+                let k = sys_write(fd.as_fd(), rest)?;
                 if k == 0 {
                     return Err(io::ErrorKind::WriteZero.into());
                 }

@@ -7,7 +7,7 @@
 //! `EBADFD`, which becomes [`TunError::Vanished`]: only the task serving that device
 //! sees an error.
 
-use crate::async_fd::Async;
+use crate::async_fd::{Async, sys_read, sys_write};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
@@ -147,7 +147,7 @@ impl Device {
     /// Receives one packet into `buf`; returns its length.
     async fn recv(&self, buf: &mut [u8]) -> Result<usize, TunError> {
         self.io
-            .read_with(|fd| rustix::io::read(fd, &mut *buf).map_err(io::Error::from))
+            .read_with(|fd| sys_read(fd.as_fd(), &mut *buf))
             .await
             .map_err(|e| self.error(e))
     }
@@ -155,7 +155,7 @@ impl Device {
     /// Sends one packet.
     async fn send(&self, packet: &[u8]) -> Result<usize, TunError> {
         self.io
-            .write_with(|fd| rustix::io::write(fd, packet).map_err(io::Error::from))
+            .write_with(|fd| sys_write(fd.as_fd(), packet))
             .await
             .map_err(|e| self.error(e))
     }
