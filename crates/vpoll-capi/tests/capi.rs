@@ -397,6 +397,24 @@ fn fork_scenario_fuse_reports_hup_exactly() {
 }
 
 #[test]
+fn fuse_fd_survives_exec_and_stays_controllable() {
+    let test = "fuse_fd_survives_exec_and_stays_controllable";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    if !backend_or_skip(test, Backend::Fuse) {
+        return;
+    }
+    // libvpoll's kernel and device fds keep working in a new program image; so must the
+    // Fuse backend's (the emulated one, like libvpoll's emulator, keeps its peer private).
+    let exe = compile(prefix, "cc", "exec_child.c", Link::Shared);
+    assert_ok(
+        "exec_child.c with fuse",
+        &run_program(prefix, &exe, &[], Some(Backend::Fuse)),
+    );
+}
+
+#[test]
 fn static_link_runs_without_the_shared_library() {
     let test = "static_link_runs_without_the_shared_library";
     let Some(prefix) = prefix_or_skip(test) else {
