@@ -33,7 +33,7 @@ enum Install {
 fn install() -> &'static Install {
     static INSTALL: OnceLock<Install> = OnceLock::new();
     INSTALL.get_or_init(|| {
-        for tool in ["cc", "pkg-config", "bash", "readelf"] {
+        for tool in ["cc", "pkg-config", "bash", "readelf", "nm"] {
             if which(tool).is_none() {
                 return Install::Skip(format!("`{tool}` is not installed"));
             }
@@ -303,6 +303,24 @@ fn installs_header_libraries_and_pkg_config() {
         dynamic.contains("Library soname: [libvpoll.so.0]"),
         "no SONAME libvpoll.so.0:\n{dynamic}"
     );
+    // The shared library exports libvpoll's three functions and nothing else.
+    let nm = run(
+        Command::new("nm")
+            .args(["-D", "--defined-only", "--format=just-symbols"])
+            .arg(prefix.join("lib/libvpoll.so.0")),
+        RUN_TIMEOUT,
+    );
+    assert!(
+        nm.status.success(),
+        "nm -D: {}",
+        String::from_utf8_lossy(&nm.stderr)
+    );
+    let mut exported: Vec<String> = String::from_utf8_lossy(&nm.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    exported.sort();
+    assert_eq!(exported, ["vpoll_close", "vpoll_create", "vpoll_ctl"]);
     let flags = pkg_config(prefix, &["--cflags", "--libs"]);
     assert_eq!(
         flags,
