@@ -496,11 +496,17 @@ fn python_epoll_can_wait_on_the_reactor_fd() {
              print('ready' if ev else 'timeout', flush=True)\n",
         )
         .stdout(Stdio::piped());
-    // SAFETY: between fork and exec only dup2 runs (async-signal-safe); it puts the
-    // reactor's epoll fd at 3 without close-on-exec.
+    // SAFETY: between fork and exec only dup2/fcntl run (async-signal-safe); they put
+    // the reactor's epoll fd at 3 without close-on-exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(epfd, 3) < 0 {
+            // dup2 onto itself would keep close-on-exec set, so clear the flag instead.
+            let rc = if epfd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(epfd, 3)
+            };
+            if rc < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -520,4 +526,51 @@ fn python_epoll_can_wait_on_the_reactor_fd() {
         "ready",
         "python saw the reactor's epoll fd become readable"
     );
+}
+
+#[test]
+fn tokio_can_wait_on_the_reactor_fd() {
+    use std::os::fd::RawFd;
+    use tokio::io::unix::AsyncFd;
+    /// The reactor's epoll fd number, for tokio's `AsRawFd` bound.
+    struct EpollFd(RawFd);
+    impl std::os::fd::AsRawFd for EpollFd {
+        fn as_raw_fd(&self) -> RawFd {
+            self.0
+        }
+    }
+    let reactor = Reactor::new().unwrap();
+    let (mut a, b) = UnixStream::pair().unwrap();
+    let (_, w) = Flag::waker();
+    let mut r = pin!(reactor.wait_readable(b.as_fd()));
+    assert!(poll_once(r.as_mut(), &w).is_pending());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // SAFETY: the epoll fd outlives `outer`, which is deregistered (dropped) at the
+        // end of this block, before the reactor is used or closed again.
+        let outer = unsafe {
+            AsyncFd::register_with_interest(
+                EpollFd(reactor.as_fd().as_raw_fd()),
+                tokio::io::Interest::READABLE,
+            )
+        }
+        .unwrap();
+        a.write_all(b"x").unwrap();
+        let guard = tokio::time::timeout(Duration::from_secs(10), outer.readable())
+            .await
+            .expect("tokio saw the epoll fd readable")
+            .unwrap();
+        drop(guard);
+        // Deregister from tokio before the fd is used again by us.
+        drop(outer);
+    });
+    // Our own turn then delivers the report to the waiting future.
+    let (f, w2) = Flag::waker();
+    assert!(poll_once(r.as_mut(), &w2).is_pending());
+    turn_until(&reactor, &f);
+    assert!(matches!(poll_once(r.as_mut(), &w2), Poll::Ready(Ok(()))));
 }

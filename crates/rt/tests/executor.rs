@@ -180,3 +180,27 @@ fn nested_block_on_is_an_error_not_a_deadlock() {
     })
     .unwrap();
 }
+
+#[test]
+fn unblock_runs_off_the_loop() {
+    // The job blocks until a task *on the loop* sends: if the job ran on the loop
+    // thread, nothing could send and this would deadlock (the timeout turns that into a
+    // failure).
+    block_on(async {
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        let job = spawn(greenfd_rt::unblock(move || {
+            rx.recv_timeout(Duration::from_secs(30))
+        }));
+        let sender = spawn(async move {
+            yield_now().await;
+            tx.send(42).unwrap();
+        });
+        let got = timeout(Duration::from_secs(30), job)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Ok(42));
+        sender.await.unwrap();
+    })
+    .unwrap();
+}
