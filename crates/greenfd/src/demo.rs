@@ -100,11 +100,12 @@ pub fn run(args: Args) -> CliResult {
     result?;
     match status.exit_status() {
         Some(0) => {}
-        Some(code) => {
+        Some(code) if code as usize <= STEPS.len() => {
             return Err(
                 format!("the child failed at step {code}: its vpoll_ctl was refused").into(),
             );
         }
+        Some(_) => return Err("the child could not tie its life to the parent's".into()),
         None => return Err(format!("the child ended abnormally ({status:?})").into()),
     }
     v.close()?;
@@ -157,17 +158,19 @@ fn fork_child(v: &VpollFd, schedule: &Schedule) -> Result<Pid, Box<dyn std::erro
         }
     });
     let fd = v.as_fd();
+    let parent = rustix::process::getpid();
     // A no-op control through the same entry point the child uses: lazily initialised
     // state on that path (statics, tracing callsites) is set up here, not after the fork.
     ctl_fd(fd, Op::Add, Events::empty())?;
     std::io::stdout().flush()?;
-    // SAFETY: the child runs only `child`: clock_nanosleep, `ctl_fd` (greenfd-vpoll's entry
-    // point for a forked child that inherited the fd: control syscalls on that fd) and
-    // `_exit`; it never returns into code that could wait on another thread's lock.
+    // SAFETY: the child runs only `child`: prctl, getppid, clock_nanosleep, `ctl_fd`
+    // (greenfd-vpoll's entry point for a forked child that inherited the fd: control
+    // syscalls on that fd) and `_exit`; it never returns into code that could wait on
+    // another thread's lock.
     match unsafe { libc::fork() } {
         -1 => Err(std::io::Error::last_os_error().into()),
         0 => {
-            let code = child(fd, &deadlines);
+            let code = child(parent, fd, &deadlines);
             // SAFETY: ends the child without running the parent's exit handlers or destructors.
             unsafe { libc::_exit(code) }
         }
@@ -177,7 +180,16 @@ fn fork_child(v: &VpollFd, schedule: &Schedule) -> Result<Pid, Box<dyn std::erro
 
 /// The child's whole life: sleep until each deadline, then ADD that step's events.
 /// Returns the exit status: 0, or the 1-based step whose control failed.
-fn child(fd: BorrowedFd<'_>, deadlines: &[Timespec; STEPS.len()]) -> i32 {
+fn child(parent: Pid, fd: BorrowedFd<'_>, deadlines: &[Timespec; STEPS.len()]) -> i32 {
+    // If the parent is interrupted (Ctrl-C), the child must not linger for the rest of the
+    // schedule. The getppid check covers a parent that died before the prctl.
+    let orphaned =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+            .is_err()
+            || rustix::process::getppid() != Some(parent);
+    if orphaned {
+        return STEPS.len() as i32 + 1;
+    }
     for (i, (deadline, events)) in deadlines.iter().zip(STEPS).enumerate() {
         // A signal cuts the sleep short; the deadline is absolute, so sleep again.
         while let Err(rustix::io::Errno::INTR) =
