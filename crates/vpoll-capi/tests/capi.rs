@@ -415,6 +415,26 @@ fn fork_scenario_fuse_reports_hup_exactly() {
 }
 
 #[test]
+fn forked_child_closing_its_copy_leaves_the_parent_fd_working() {
+    let test = "forked_child_closing_its_copy_leaves_the_parent_fd_working";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    let exe = compile(prefix, "cc", "child_close.c", Link::Shared);
+    let backends = available_userspace_backends();
+    if backends.is_empty() {
+        eprintln!("skipping {test}: no fuse or emulated backend");
+        return;
+    }
+    for b in backends {
+        assert_ok(
+            &format!("child_close.c with {b}"),
+            &run_program(prefix, &exe, &[], Some(b)),
+        );
+    }
+}
+
+#[test]
 fn fuse_fd_survives_exec_and_stays_controllable() {
     let test = "fuse_fd_survives_exec_and_stays_controllable";
     let Some(prefix) = prefix_or_skip(test) else {
