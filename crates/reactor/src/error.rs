@@ -5,9 +5,12 @@ use std::io;
 /// Why a wait (or a registration) ended without the fd becoming ready.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Another task already waits for the same direction on this fd; one reader,
-    /// one writer and one priority waiter per fd.
-    #[error("another task is already waiting for this direction on the fd")]
+    /// Another task already waits for the same direction on this fd (one reader, one
+    /// writer and one priority waiter per fd), or the fd number is owned by a persistent
+    /// registration in this reactor (borrowed waits and registrations do not mix).
+    #[error(
+        "the fd is busy: another task waits in this direction, or it has a persistent registration"
+    )]
     BusyResource,
     /// `notify_closing` was called for the fd (or its owner is closing it) while this
     /// task waited.

@@ -59,6 +59,9 @@ pub(crate) struct State {
     pub(crate) fds: HashMap<RawFd, FdWaiters>,
     /// Persistent registrations, by token.
     registrations: HashMap<u64, Rc<ScheduledIo>>,
+    /// Fd numbers owned by a persistent registration, with its token; borrowed-fd waits
+    /// on them are refused (a one-shot `MOD` would hijack the persistent registration).
+    pub(crate) owned: HashMap<RawFd, u64>,
     /// The next persistent key (never reused, so a late report can't reach a new owner).
     next_key: u64,
 }
@@ -220,19 +223,28 @@ impl Reactor {
         self.inner.state.try_borrow_mut()
     }
 
-    /// Adds a persistent registration's state; returns its token.
-    pub(crate) fn insert_registration(&self, io: Rc<ScheduledIo>) -> u64 {
+    /// Adds a persistent registration's state for fd number `fd`; returns its token.
+    /// Refuses (`BusyResource`) a number that borrowed-fd waits or another persistent
+    /// registration are using: one owner per fd number in this reactor.
+    pub(crate) fn insert_registration(&self, io: Rc<ScheduledIo>, fd: RawFd) -> Result<u64, Error> {
         let mut state = self.state_mut();
+        if state.owned.contains_key(&fd) || state.fds.contains_key(&fd) {
+            return Err(Error::BusyResource);
+        }
         let key = PERSISTENT | state.next_key;
         state.next_key += 1;
         state.registrations.insert(key, io);
-        key
+        state.owned.insert(fd, key);
+        Ok(key)
     }
 
     /// Forgets a persistent registration.
-    pub(crate) fn remove_registration(&self, key: u64) {
+    pub(crate) fn remove_registration(&self, key: u64, fd: RawFd) {
         if let Ok(mut state) = self.try_state_mut() {
             state.registrations.remove(&key);
+            if state.owned.get(&fd) == Some(&key) {
+                state.owned.remove(&fd);
+            }
         }
     }
 }

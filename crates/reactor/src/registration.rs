@@ -222,7 +222,7 @@ pub struct Registration {
     io: Rc<ScheduledIo>,
     /// Our key in the reactor's table (never reused).
     key: u64,
-    /// The fd number, for tracing only; never used as identity.
+    /// The fd number: for tracing, and to release the number in the reactor's table.
     fd: RawFd,
     /// The interest and mode registered.
     interest: Interest,
@@ -239,9 +239,19 @@ impl Registration {
         mode: Mode,
     ) -> Result<Registration, Error> {
         let io = Rc::new(ScheduledIo::default());
-        let key = reactor.insert_registration(Rc::clone(&io));
-        if let Err(e) = reactor.poller().add(fd, key, interest, mode) {
-            reactor.remove_registration(key);
+        let raw = fd.as_raw_fd();
+        let key = reactor.insert_registration(Rc::clone(&io), raw)?;
+        let poller = reactor.poller();
+        let added = match poller.add(fd, key, interest, mode) {
+            // A disarmed one-shot registration left by an earlier borrowed-fd wait on
+            // this file (see `crate::wait`): take it over.
+            Err(e) if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::EXIST) => {
+                poller.modify(fd, key, interest, mode)
+            }
+            other => other,
+        };
+        if let Err(e) = added {
+            reactor.remove_registration(key, raw);
             return Err(Error::Io(e));
         }
         Ok(Registration {
@@ -338,7 +348,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.reactor.remove_registration(self.key);
+        self.reactor.remove_registration(self.key, self.fd);
         let mut wake = Vec::new();
         self.io.shutdown(&mut wake);
         wake.into_iter().for_each(Waker::wake);

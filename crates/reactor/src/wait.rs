@@ -58,6 +58,10 @@
 //! * **One reader, one writer, one priority waiter per fd.** A second waiter for the
 //!   same direction gets [`Error::BusyResource`] at once instead of silently stealing or
 //!   sharing the wake-up; two readers racing on one fd is a bug in the caller.
+//!   Likewise an fd number that has a persistent [`crate::Registration`] in this reactor
+//!   is refused: a one-shot `MOD` would hijack that registration. (The other way round
+//!   works: registering an fd persistently takes over the disarmed leftover of earlier
+//!   borrowed waits with `MOD` when `ADD` says `EEXIST`.)
 //! * **`EPOLLERR`/`EPOLLHUP` wake everybody.** Both directions will see the error when
 //!   they retry their syscall, so waking only one would leave the other waiting forever.
 //! * **`notify_closing(fd)` before closing.** Every waiter wakes with
@@ -330,6 +334,13 @@ impl<'fd> WaitFd<'fd> {
         let mut wake = Vec::new();
         let result = {
             let mut state = reactor.state_mut();
+            if state.owned.contains_key(&self.fd.as_raw_fd()) {
+                tracing::trace!(
+                    fd = self.fd.as_raw_fd(),
+                    "wait: fd has a persistent registration"
+                );
+                return Poll::Ready(Err(Error::BusyResource));
+            }
             let waiters = state.fds.entry(self.fd.as_raw_fd()).or_default();
             let slot_ref = &mut waiters.slots[self.dir as usize];
             if slot_ref.is_some() {

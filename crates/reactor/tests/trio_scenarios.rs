@@ -574,3 +574,41 @@ fn tokio_can_wait_on_the_reactor_fd() {
     turn_until(&reactor, &f);
     assert!(matches!(poll_once(r.as_mut(), &w2), Poll::Ready(Ok(()))));
 }
+
+#[test]
+fn borrowed_waits_and_persistent_registrations_do_not_hijack_each_other() {
+    let reactor = Reactor::new().unwrap();
+    let (mut a, b) = UnixStream::pair().unwrap();
+    let (f, w) = Flag::waker();
+    // A completed borrowed wait leaves a disarmed registration behind ...
+    let mut r = pin!(reactor.wait_readable(b.as_fd()));
+    assert!(poll_once(r.as_mut(), &w).is_pending());
+    a.write_all(b"1").unwrap();
+    turn_until(&reactor, &f);
+    assert!(matches!(poll_once(r.as_mut(), &w), Poll::Ready(Ok(()))));
+    assert_eq!(armed_bits(&reactor, b.as_raw_fd()), Some(0));
+    // ... which a persistent registration takes over (ADD says EEXIST, MOD works).
+    let reg = reactor.register(b.as_fd()).unwrap();
+    let mut cx = Context::from_waker(&w);
+    assert!(reg.poll_read_ready(&mut cx).is_pending());
+    turn_until(&reactor, &f);
+    assert!(
+        reg.poll_read_ready(&mut cx).is_ready(),
+        "the pending byte is reported"
+    );
+    // A borrowed wait on the owned fd would turn it one-shot: refused.
+    let mut r2 = pin!(reactor.wait_readable(b.as_fd()));
+    assert!(matches!(
+        poll_once(r2.as_mut(), &w),
+        Poll::Ready(Err(Error::BusyResource))
+    ));
+    reg.deregister(b.as_fd()).unwrap();
+    // While a borrowed wait is pending, registering the fd is refused.
+    let (_c, d) = UnixStream::pair().unwrap();
+    let mut r3 = pin!(reactor.wait_readable(d.as_fd()));
+    assert!(poll_once(r3.as_mut(), &w).is_pending());
+    assert!(matches!(
+        reactor.register(d.as_fd()),
+        Err(Error::BusyResource)
+    ));
+}

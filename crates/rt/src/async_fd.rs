@@ -7,9 +7,11 @@
 //! the disk, so they fall back to the blocking pool: the loop never blocks.
 //!
 //! Dropping an `Async` (or [`Async::close`]) first calls the reactor's
-//! `notify_closing`, so tasks waiting on the same fd through borrowed-fd waits wake
-//! with `Closed` instead of waiting on a number that is about to be reused; then it
-//! deregisters and closes.
+//! `notify_closing` (any waiter on the number wakes with `Closed`, and the kernel
+//! registration is deleted while the number still names this file), then forgets the
+//! persistent registration (its waiters, if any, also wake with `Closed`), then closes.
+//! While an `Async` owns an fd, borrowed-fd waits on that number are refused with
+//! `BusyResource` rather than allowed to turn its registration one-shot.
 
 use crate::blocking::{Unblock, unblock};
 use crate::executor::current_reactor;
@@ -53,7 +55,12 @@ impl<T: AsFd> Async<T> {
     /// Makes `io` non-blocking and registers it with the current runtime's reactor
     /// (falling back to the blocking pool for regular files).
     ///
-    /// Fails outside a greenfd runtime, or if `fcntl`/`epoll_ctl` fail.
+    /// `O_NONBLOCK` belongs to the open file description: it is shared with dups and
+    /// other processes holding the same description (e.g. an inherited terminal), and it
+    /// stays set after [`Async::into_inner`].
+    ///
+    /// Fails outside a greenfd runtime, or if `fcntl`/`epoll_ctl` fail (e.g. `EEXIST`
+    /// if this fd number is already registered with the runtime's reactor).
     pub fn new(io: T) -> io::Result<Async<T>> {
         let reactor = current_reactor().ok_or_else(|| {
             io::Error::other("Async::new needs a greenfd runtime (inside greenfd_rt::block_on)")

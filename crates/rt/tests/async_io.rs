@@ -5,6 +5,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use greenfd_rt::reactor::Error as ReactorError;
 use greenfd_rt::{Async, block_on, current_reactor, spawn, timeout};
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -82,31 +83,26 @@ fn regular_files_use_the_blocking_pool() {
 }
 
 #[test]
-fn closing_an_async_wakes_borrowed_waiters_with_closed() {
+fn async_takes_over_after_borrowed_waits_and_refuses_them_while_alive() {
     block_on(async {
-        let (_peer, s) = UnixStream::pair().unwrap();
-        // A second handle on the same fd number, waited on through the borrowed path.
-        let s = Async::new(s).unwrap();
+        let (mut peer, s) = UnixStream::pair().unwrap();
         let reactor = current_reactor().unwrap();
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&s);
-        let waiter = spawn(async move {
-            // SAFETY: `raw` stays open until `close` below, which first wakes this
-            // waiter with `Closed`; the borrow ends with the wait.
-            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
-            reactor.wait_readable(fd).await
-        });
-        futures_lite::future::yield_now().await;
-        assert_eq!(
-            current_reactor().unwrap().statistics().tasks_waiting_read,
-            1
-        );
+        // A borrowed wait first (it leaves a disarmed registration behind) ...
+        peer.write_all(b"x").unwrap();
+        reactor.wait_readable(s.as_fd()).await.unwrap();
+        // ... then the fd becomes owned: registration takes it over.
+        let mut s = Async::new(s).unwrap();
+        let mut buf = [0u8; 1];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"x");
+        // Borrowed waits on an owned fd are refused rather than hijacking it.
+        let r = reactor.wait_readable(s.as_fd()).await;
+        assert!(matches!(r, Err(ReactorError::BusyResource)), "{r:?}");
+        assert_eq!(reactor.statistics().persistent_registrations, 1);
+        // Closing notifies and deregisters: nothing left registered.
         s.close().unwrap();
-        let r = timeout(Duration::from_secs(10), waiter)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(matches!(r, Err(ReactorError::Closed)), "{r:?}");
-        assert_eq!(current_reactor().unwrap().statistics().registered_fds, 0);
+        let stats = reactor.statistics();
+        assert_eq!((stats.registered_fds, stats.tasks_waiting_read), (0, 0));
     })
     .unwrap();
 }
