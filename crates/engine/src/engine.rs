@@ -45,8 +45,9 @@
 //! elsewhere in the process). The pending clients are then served, not dropped.
 
 use crate::framing::{FrameError, Framing, split_frames};
+use crate::notify::Notify;
 use crate::outbuf::OutBuf;
-use greenfd_reactor::{Events, Interest, Mode, Poller, Waker};
+use greenfd_reactor::{Events, Interest, Mode, Poller};
 use rustix::event::epoll::EventFlags;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
@@ -169,7 +170,9 @@ pub enum EngineError {
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Most bytes queued for one connection (replies and cross-thread sends not yet
-    /// accepted by the kernel).
+    /// accepted by the kernel). The engine stops reading a connection's requests while
+    /// more than half of this is queued, so the replies to one frame should fit in the
+    /// other half; a reply that does not fit fails with [`SendError::Full`].
     pub max_output: usize,
     /// Most simultaneous connections; accepting pauses at this count.
     pub max_connections: usize,
@@ -296,7 +299,7 @@ impl Stats {
 #[derive(Debug)]
 struct Shared {
     /// Wakes the reactor when a cross-thread send or shutdown is queued.
-    waker: Waker,
+    waker: Notify,
     /// Per slot: generation (high bits) and queued output bytes (low bits).
     slots: Box<[AtomicU64]>,
     /// Asked to stop.
@@ -706,7 +709,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
             listen(addr, &config).map_err(|source| EngineError::Bind { addr, source })?;
         let local_addr = listener.local_addr()?;
         let poller = Poller::new()?;
-        let waker = Waker::new()?;
+        let waker = Notify::new()?;
         poller.add(listener.as_fd(), LISTENER, Interest::READABLE, Mode::Edge)?;
         poller.add(waker.as_fd(), WAKER, Interest::READABLE, Mode::Level)?;
         let shared = Arc::new(Shared {

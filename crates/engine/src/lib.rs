@@ -48,6 +48,7 @@
 mod engine;
 pub mod framing;
 mod group;
+mod notify;
 mod outbuf;
 pub mod resp_server;
 

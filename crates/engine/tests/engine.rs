@@ -1,0 +1,637 @@
+//! The engine against real TCP sockets on loopback: framing across reads, bad clients,
+//! cross-thread sends, backpressure, peer resets, shutdown, fd exhaustion.
+
+use greenfd_engine::resp_server::{Db, RespServer};
+use greenfd_engine::{
+    Config, ConnId, Ctx, DisconnectReason, Echo, Engine, EngineError, EngineHandle, Framing, Group,
+    Handler, LengthPrefixed, Lines, Raw, Resp, SendError,
+};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Safety net for every wait: a bug fails the test instead of hanging it.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// What a [`Recorder`] saw, in order.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Connect(ConnId),
+    Message(ConnId, Vec<u8>),
+    Disconnect(ConnId, DisconnectReason),
+}
+
+/// Reports every callback to the test, and echoes each frame back if asked to.
+struct Recorder {
+    tx: Sender<Seen>,
+    echo: bool,
+}
+
+impl Recorder {
+    fn report(&self, seen: Seen) {
+        // A test that already has what it needs may have dropped its receiver.
+        self.tx.send(seen).ok();
+    }
+}
+
+impl Handler for Recorder {
+    fn on_connect(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
+        self.report(Seen::Connect(id));
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, frame: &[u8]) {
+        if self.echo {
+            ctx.send(frame).expect("echo fits in the output bound");
+        }
+        self.report(Seen::Message(id, frame.to_vec()));
+    }
+    fn on_disconnect(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, reason: &DisconnectReason) {
+        self.report(Seen::Disconnect(id, reason.clone()));
+    }
+}
+
+/// A running engine on its own thread.
+struct Running {
+    addr: SocketAddr,
+    handle: EngineHandle,
+    thread: Option<JoinHandle<Result<(), EngineError>>>,
+}
+
+impl Running {
+    fn start<F, H>(framing: F, handler: H, config: Config) -> Running
+    where
+        F: Framing + 'static,
+        H: Handler + Send + 'static,
+    {
+        let engine =
+            Engine::bind_with("127.0.0.1:0".parse().unwrap(), framing, handler, config).unwrap();
+        Running {
+            addr: engine.local_addr(),
+            handle: engine.handle(),
+            thread: Some(std::thread::spawn(move || engine.run())),
+        }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.set_write_timeout(Some(PATIENCE)).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    fn stop(mut self) {
+        self.handle.shutdown();
+        self.thread.take().unwrap().join().unwrap().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.handle.shutdown();
+            let _ = t.join();
+        }
+    }
+}
+
+fn recorder(echo: bool) -> (Recorder, Receiver<Seen>) {
+    let (tx, rx) = mpsc::channel();
+    (Recorder { tx, echo }, rx)
+}
+
+fn next(rx: &Receiver<Seen>) -> Seen {
+    rx.recv_timeout(PATIENCE).expect("engine callback")
+}
+
+/// Waits (yielding, with a deadline) until `cond` holds: for states only the engine's
+/// counters reveal.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// Whether the server closed `s`: EOF, or a reset because it closed with unread input.
+fn is_closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+            Err(e) => panic!("expected the server to close the connection: {e}"),
+        }
+    }
+}
+
+/// A frame split into single-byte reads, then many frames in one read.
+fn split_and_batched<F: Framing + Clone + 'static>(framing: F) {
+    let (rec, rx) = recorder(false);
+    let engine = Running::start(framing.clone(), rec, Config::default());
+    let mut client = engine.connect();
+    let Seen::Connect(id) = next(&rx) else {
+        panic!("expected a connect")
+    };
+
+    let mut frame = Vec::new();
+    framing.encode(b"one frame, many reads", &mut frame);
+    let reads_before = engine.handle.stats().reads;
+    for (i, b) in frame.iter().enumerate() {
+        client.write_all(&[*b]).unwrap();
+        // Wait until the engine has read this byte, so the next one is a new read.
+        wait_until("the engine to read a byte", || {
+            engine.handle.stats().bytes_in == i as u64 + 1
+        });
+    }
+    assert_eq!(next(&rx), Seen::Message(id, frame.clone()));
+    let reads = engine.handle.stats().reads - reads_before;
+    assert_eq!(reads, frame.len() as u64, "one read per byte");
+
+    let mut batch = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..1000 {
+        let start = batch.len();
+        framing.encode(format!("frame {i}").as_bytes(), &mut batch);
+        want.push(batch[start..].to_vec());
+    }
+    let reads_before = engine.handle.stats().reads;
+    client.write_all(&batch).unwrap();
+    for w in want {
+        assert_eq!(next(&rx), Seen::Message(id, w));
+    }
+    let reads = engine.handle.stats().reads - reads_before;
+    assert!(reads < 100, "1000 frames took {reads} reads");
+    engine.stop();
+}
+
+#[test]
+fn lines_split_across_reads_and_batched_in_one_read() {
+    split_and_batched(Lines::default());
+}
+
+#[test]
+fn length_prefixed_split_across_reads_and_batched_in_one_read() {
+    split_and_batched(LengthPrefixed::u16());
+    split_and_batched(LengthPrefixed::u32());
+}
+
+#[test]
+fn oversized_frame_disconnects_only_that_client_while_100_others_continue() {
+    let config = Config::default();
+    let engine = Running::start(Lines { max: 1024 }, Echo, config);
+    let mut clients: Vec<BufReader<TcpStream>> =
+        (0..101).map(|_| BufReader::new(engine.connect())).collect();
+    let round = |clients: &mut [BufReader<TcpStream>], tag: &str| {
+        for (i, c) in clients.iter_mut().enumerate() {
+            writeln!(c.get_mut(), "{tag} {i}").unwrap();
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let mut line = String::new();
+            c.read_line(&mut line).unwrap();
+            assert_eq!(line, format!("{tag} {i}\n"));
+        }
+    };
+    round(&mut clients, "before");
+    let mut bad = clients.remove(0).into_inner();
+    bad.write_all(&[b'x'; 2000]).unwrap();
+    assert!(is_closed_by_server(&mut bad));
+    round(&mut clients, "after");
+    let stats = engine.handle.stats();
+    assert_eq!(stats.invalid_frames, 1);
+    assert_eq!(stats.accepted, 101);
+    assert_eq!(stats.closed, 1);
+    engine.stop();
+}
+
+#[test]
+fn invalid_resp_disconnects_only_that_client() {
+    let engine = Running::start(
+        Resp::default(),
+        RespServer::new(Db::new(1)),
+        Config::default(),
+    );
+    let mut good = engine.connect();
+    let mut bad = engine.connect();
+    let mut pong = [0u8; 7];
+    good.write_all(b"PING\r\n").unwrap();
+    good.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    // An integer where a bulk string must be: no Redis client sends this.
+    bad.write_all(b"*1\r\n:3\r\n").unwrap();
+    assert!(is_closed_by_server(&mut bad));
+    good.write_all(b"*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n").unwrap();
+    let mut hi = [0u8; 8];
+    good.read_exact(&mut hi).unwrap();
+    assert_eq!(&hi, b"$2\r\nhi\r\n");
+    assert_eq!(engine.handle.stats().invalid_frames, 1);
+    engine.stop();
+}
+
+/// FNV-1a, so every message carries a checksum of its own header.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+#[test]
+fn ten_thousand_sends_from_four_threads_arrive_complete_and_in_order() {
+    const CONNS: usize = 8;
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 2500;
+    let (rec, rx) = recorder(false);
+    let engine = Running::start(Lines::default(), rec, Config::default());
+    // Each client introduces itself so the test learns which id is whose.
+    let mut ids = vec![None; CONNS];
+    let mut readers = Vec::new();
+    for (k, slot) in ids.iter_mut().enumerate() {
+        let mut c = engine.connect();
+        writeln!(c, "client {k}").unwrap();
+        let Seen::Connect(id) = next(&rx) else {
+            panic!("expected a connect")
+        };
+        assert_eq!(
+            next(&rx),
+            Seen::Message(id, format!("client {k}\n").into_bytes())
+        );
+        *slot = Some(id);
+        readers.push(std::thread::spawn(move || {
+            // Per sending thread: the next sequence number expected on this connection.
+            let mut expect: Vec<usize> = (0..THREADS).map(|_| k).collect();
+            let mut lines = BufReader::new(c).lines();
+            let mut count = 0;
+            while expect.iter().any(|&e| e < PER_THREAD) {
+                let line = lines.next().expect("connection open").unwrap();
+                let (body, sum) = line.rsplit_once(' ').unwrap();
+                assert_eq!(sum.parse::<u64>().unwrap(), fnv(body.as_bytes()), "{line}");
+                let mut parts = body.split(' ');
+                let t: usize = parts.next().unwrap().parse().unwrap();
+                let s: usize = parts.next().unwrap().parse().unwrap();
+                assert_eq!(s, expect[t], "thread {t} out of order on connection {k}");
+                expect[t] += CONNS;
+                count += 1;
+            }
+            count
+        }));
+    }
+    let ids: Vec<ConnId> = ids.into_iter().map(Option::unwrap).collect();
+    let senders: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let handle = engine.handle.clone();
+            let ids = ids.clone();
+            std::thread::spawn(move || {
+                let mut full = 0;
+                for s in 0..PER_THREAD {
+                    let body = format!("{t} {s} {}", "x".repeat(s % 50));
+                    let msg = format!("{body} {}\n", fnv(body.as_bytes()));
+                    loop {
+                        match handle.send(ids[s % CONNS], msg.as_bytes()) {
+                            Ok(()) => break,
+                            Err(SendError::Full) => {
+                                full += 1;
+                                std::thread::yield_now();
+                            }
+                            Err(e) => panic!("send: {e}"),
+                        }
+                    }
+                }
+                full
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let total: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert_eq!(total, THREADS * PER_THREAD);
+    engine.stop();
+}
+
+#[test]
+fn slow_reader_gets_backpressure_and_queued_bytes_stay_bounded() {
+    const BOUND: usize = 64 * 1024;
+    let (rec, rx) = recorder(false);
+    let config = Config {
+        max_output: BOUND,
+        ..Config::default()
+    };
+    let engine = Running::start(Lines::default(), rec, config);
+    let mut client = engine.connect();
+    let Seen::Connect(id) = next(&rx) else {
+        panic!("expected a connect")
+    };
+    // The client reads nothing until the engine refuses more.
+    let mut accepted: u64 = 0;
+    let mut chunks = 0u32;
+    loop {
+        let chunk: Vec<u8> = (0..1024u32)
+            .map(|i| (chunks.wrapping_add(i) % 251) as u8)
+            .collect();
+        match engine.handle.send(id, chunk) {
+            Ok(()) => {
+                accepted += 1024;
+                chunks += 1;
+            }
+            Err(SendError::Full) => break,
+            Err(e) => panic!("send: {e}"),
+        }
+        let queued = engine.handle.queued(id).unwrap();
+        assert!(queued <= BOUND, "{queued} bytes queued, bound {BOUND}");
+        assert!(accepted < 1 << 30, "a non-reading peer never pushed back");
+    }
+    let stats = engine.handle.stats();
+    assert!(stats.send_full >= 1);
+    assert!(
+        stats.peak_queued <= BOUND as u64,
+        "peak {}",
+        stats.peak_queued
+    );
+    // Now read everything: every accepted byte arrives, in order.
+    let mut got = vec![0u8; accepted as usize];
+    client.read_exact(&mut got).unwrap();
+    for (c, chunk) in got.chunks(1024).enumerate() {
+        for (i, &b) in chunk.iter().enumerate() {
+            assert_eq!(b, ((c as u32).wrapping_add(i as u32) % 251) as u8);
+        }
+    }
+    wait_until("the output to drain", || {
+        engine.handle.queued(id) == Some(0)
+    });
+    engine.handle.send(id, &b"room again\n"[..]).unwrap();
+    let mut line = [0u8; 11];
+    client.read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"room again\n");
+    assert!(engine.handle.stats().peak_queued <= BOUND as u64);
+    engine.stop();
+}
+
+#[test]
+fn pipelining_client_that_never_reads_is_paused_not_buffered() {
+    const BOUND: usize = 64 * 1024;
+    let config = Config {
+        max_output: BOUND,
+        ..Config::default()
+    };
+    // Echoes of one frame must fit in the half of the bound left when reading pauses.
+    let engine = Running::start(Raw { max: 8 * 1024 }, Echo, config);
+    let client = engine.connect();
+    client.set_nonblocking(true).unwrap();
+    let mut written = Vec::new();
+    let mut would_block_streak = 0;
+    let mut n: u32 = 0;
+    // Write until the whole path (engine paused, kernel buffers full) pushes back.
+    while would_block_streak < 1000 {
+        let chunk: Vec<u8> = (0..4096u32)
+            .map(|i| (n.wrapping_add(i) % 253) as u8)
+            .collect();
+        match (&client).write(&chunk) {
+            Ok(k) => {
+                written.extend_from_slice(&chunk[..k]);
+                n = n.wrapping_add(1);
+                would_block_streak = 0;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                would_block_streak += 1;
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+        assert!(written.len() < 256 << 20, "the engine never pushed back");
+    }
+    assert!(engine.handle.stats().peak_queued <= BOUND as u64);
+    // Reading resumes the flow: everything comes back intact.
+    client.set_nonblocking(false).unwrap();
+    let mut got = vec![0u8; written.len()];
+    (&client).read_exact(&mut got).unwrap();
+    assert!(got == written, "echoed bytes differ");
+    assert!(engine.handle.stats().peak_queued <= BOUND as u64);
+    engine.stop();
+}
+
+#[test]
+fn peer_reset_mid_frame_is_reported_and_others_continue() {
+    let (rec, rx) = recorder(true);
+    let engine = Running::start(Lines::default(), rec, Config::default());
+    let mut other = engine.connect();
+    let Seen::Connect(other_id) = next(&rx) else {
+        panic!("expected a connect")
+    };
+    let victim = engine.connect();
+    let Seen::Connect(victim_id) = next(&rx) else {
+        panic!("expected a connect")
+    };
+    (&victim).write_all(b"half a fra").unwrap();
+    wait_until("the partial frame to be read", || {
+        engine.handle.stats().bytes_in == 10
+    });
+    // SO_LINGER 0: close sends RST instead of FIN.
+    rustix::net::sockopt::set_socket_linger(&victim, Some(Duration::ZERO)).unwrap();
+    drop(victim);
+    assert_eq!(
+        next(&rx),
+        Seen::Disconnect(victim_id, DisconnectReason::Reset)
+    );
+    other.write_all(b"still here\n").unwrap();
+    assert_eq!(next(&rx), Seen::Message(other_id, b"still here\n".to_vec()));
+    let mut buf = [0u8; 11];
+    other.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still here\n");
+    engine.stop();
+}
+
+#[test]
+fn half_closed_peer_gets_its_replies_then_eof() {
+    let engine = Running::start(
+        Resp::default(),
+        RespServer::new(Db::new(1)),
+        Config::default(),
+    );
+    let mut c = engine.connect();
+    c.write_all(b"SET k 41\r\nINCR k\r\nGET k\r\n").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    assert_eq!(all, b"+OK\r\n:42\r\n$2\r\n42\r\n");
+    engine.stop();
+}
+
+#[test]
+fn quit_replies_then_closes() {
+    let engine = Running::start(
+        Resp::default(),
+        RespServer::new(Db::new(1)),
+        Config::default(),
+    );
+    let mut c = engine.connect();
+    c.write_all(b"PING\r\nQUIT\r\nPING\r\n").unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    assert_eq!(all, b"+PONG\r\n+OK\r\n");
+    engine.stop();
+}
+
+#[test]
+fn shutdown_disconnects_everyone_and_refuses_sends() {
+    let (rec, rx) = recorder(false);
+    let engine = Running::start(Lines::default(), rec, Config::default());
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| engine.connect()).collect();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let Seen::Connect(id) = next(&rx) else {
+            panic!("expected a connect")
+        };
+        ids.push(id);
+    }
+    engine.handle.send(ids[0], &b"bye\n"[..]).unwrap();
+    let handle = engine.handle.clone();
+    let addr = engine.addr;
+    engine.stop();
+    let mut gone: Vec<ConnId> = (0..3)
+        .map(|_| match next(&rx) {
+            Seen::Disconnect(id, DisconnectReason::Shutdown) => id,
+            other => panic!("expected a shutdown disconnect, got {other:?}"),
+        })
+        .collect();
+    gone.sort();
+    ids.sort();
+    assert_eq!(gone, ids);
+    for c in &mut clients {
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty() || rest == b"bye\n");
+    }
+    assert_eq!(handle.send(ids[0], &b"late"[..]), Err(SendError::Shutdown));
+    assert!(handle.is_stopped());
+    assert_eq!(
+        TcpStream::connect(addr).unwrap_err().kind(),
+        ErrorKind::ConnectionRefused
+    );
+}
+
+#[test]
+fn group_spreads_connections_over_reuseport_engines() {
+    let group = Group::spawn(2, "127.0.0.1:0".parse().unwrap(), Config::default(), |_| {
+        (Lines::default(), Echo)
+    })
+    .unwrap();
+    let mut clients: Vec<BufReader<TcpStream>> = (0..32)
+        .map(|_| {
+            let s = TcpStream::connect(group.local_addr()).unwrap();
+            s.set_read_timeout(Some(PATIENCE)).unwrap();
+            BufReader::new(s)
+        })
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        writeln!(c.get_mut(), "hello {i}").unwrap();
+        let mut line = String::new();
+        c.read_line(&mut line).unwrap();
+        assert_eq!(line, format!("hello {i}\n"));
+    }
+    let per_engine: Vec<u64> = group.handles().iter().map(|h| h.stats().accepted).collect();
+    assert_eq!(per_engine.iter().sum::<u64>(), 32);
+    // SO_REUSEPORT hashes connections over both listeners; all 32 on one has odds 2^-31.
+    assert!(per_engine.iter().all(|&n| n > 0), "{per_engine:?}");
+    group.shutdown_and_join().unwrap();
+}
+
+/// The EMFILE scenario runs in a child process (this test binary, re-executed) because
+/// it lowers `RLIMIT_NOFILE` for the whole process.
+#[test]
+fn emfile_pauses_accept_without_spinning_and_recovers() {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "emfile_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("GREENFD_EMFILE_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("EMFILE-CHILD-OK"),
+        "child failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    eprintln!(
+        "{}",
+        stdout
+            .lines()
+            .find(|l| l.contains("EMFILE-CHILD-OK"))
+            .unwrap()
+    );
+}
+
+/// CPU time (user + system) this process has used.
+fn cpu_time() -> Duration {
+    // SAFETY: `rusage` is plain data that getrusage fills in.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid, writable rusage.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    assert_eq!(rc, 0, "getrusage: {}", io::Error::last_os_error());
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// The child half of the EMFILE test; does nothing unless run by it.
+#[test]
+fn emfile_child_process() {
+    if std::env::var_os("GREENFD_EMFILE_CHILD").is_none() {
+        return;
+    }
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let old = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(64),
+            maximum: old.maximum,
+        },
+    )
+    .unwrap();
+    let engine = Running::start(Lines::default(), Echo, Config::default());
+    // Use up every fd, then free exactly one for the client.
+    let mut hog = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => hog.push(f),
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
+            Err(e) => panic!("open: {e}"),
+        }
+    }
+    hog.pop();
+    let mut client = TcpStream::connect(engine.addr).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    wait_until("accept to fail with EMFILE", || {
+        engine.handle.stats().accept_pauses >= 1
+    });
+    let pauses_before = engine.handle.stats().accept_pauses;
+    let (cpu0, wall0) = (cpu_time(), Instant::now());
+    // A measurement window, not a wait for readiness: the engine must stay quiet.
+    std::thread::sleep(Duration::from_secs(1));
+    let (cpu, wall) = (cpu_time() - cpu0, wall0.elapsed());
+    let stats = engine.handle.stats();
+    assert_eq!(stats.accepted, 0, "accepted at the fd limit?");
+    let ratio = cpu.as_secs_f64() / wall.as_secs_f64();
+    assert!(ratio < 0.2, "accept loop spun: {cpu:?} CPU in {wall:?}");
+    // One retry per `accept_retry` (100 ms) at most, never a tight loop.
+    let retries = stats.accept_pauses - pauses_before;
+    assert!(retries <= 30, "{retries} accept retries in {wall:?}");
+    // Free some fds: the pending client is accepted and served.
+    hog.truncate(hog.len().saturating_sub(8));
+    client.write_all(b"back\n").unwrap();
+    let mut buf = [0u8; 5];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"back\n");
+    assert_eq!(engine.handle.stats().accepted, 1);
+    drop(hog);
+    println!("EMFILE-CHILD-OK cpu={cpu:?} wall={wall:?} retries={retries}");
+    engine.stop();
+}
