@@ -2,9 +2,13 @@
 //!
 //! Wakes are coalesced: many `wake()` calls before the reactor drains cost one
 //! `write(2)`. A flag records "a wake is pending"; only the caller that flips it from
-//! false to true writes, and the reactor clears it before draining so a wake that races
-//! with the drain is never lost (it either sees the flag clear and writes again, or its
-//! write lands before the drain's read).
+//! false to true writes. The reactor empties the counter first and clears the flag
+//! second. The other order loses wake-ups: a wake landing between the clear and the
+//! read writes, the read swallows that write, and the flag stays set with the counter
+//! empty, so every later wake skips its write and the reactor sleeps forever. In this
+//! order a wake that races with the drain either sees the flag still set (and the
+//! reactor, which acquires the flag when clearing it, sees that waker's work), or sees
+//! it clear and writes again.
 
 use rustix::event::{EventfdFlags, eventfd};
 use std::io;
@@ -47,16 +51,19 @@ impl Waker {
         }
     }
 
-    /// Called by the reactor when the eventfd is readable: re-enables writes, then
-    /// empties the counter. Returns whether anything was drained.
+    /// Called by the reactor when the eventfd is readable, before it looks for the work
+    /// wakers announced: empties the counter, then re-enables writes. Returns whether
+    /// anything was drained.
     pub fn drain(&self) -> io::Result<bool> {
-        self.pending.store(false, Ordering::Release);
         let mut buf = [0u8; 8];
-        match rustix::io::read(&self.fd, &mut buf) {
-            Ok(_) => Ok(true),
-            Err(rustix::io::Errno::AGAIN) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        let drained = match rustix::io::read(&self.fd, &mut buf) {
+            Ok(_) => true,
+            Err(rustix::io::Errno::AGAIN) => false,
+            Err(e) => return Err(e.into()),
+        };
+        // AcqRel: acquiring the last waker's swap makes its work visible to the reactor.
+        self.pending.swap(false, Ordering::AcqRel);
+        Ok(drained)
     }
 }
 
