@@ -14,5 +14,9 @@
 
 pub mod echo;
 pub mod measure;
+pub mod memory;
 pub mod pin;
+pub mod process;
 pub mod report;
+pub mod resp;
+pub mod wake;
