@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 #[cfg(not(loom))]
 use crate::notify::Notifier;
 #[cfg(not(loom))]
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 /// Ring capacity of [`EventQueue::new`].
 pub const DEFAULT_CAPACITY: usize = 1024;
@@ -342,6 +342,17 @@ impl AsFd for EventQueue {
             Some(n) => n.as_fd(),
             None => panic!("EventQueue built with Pollable::None has no descriptor"),
         }
+    }
+}
+
+#[cfg(not(loom))]
+impl AsRawFd for EventQueue {
+    /// The queue's descriptor number (for loops that take numbers, like Python's).
+    ///
+    /// # Panics
+    /// If the queue was built with [`Pollable::None`].
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
     }
 }
 

@@ -5,7 +5,7 @@ use crate::source::{Source, SourceInner, Tap};
 use crate::sync::{Arc, Mutex, lock};
 use crate::tap::{Sink, TapShared};
 use greenfd_vpoll::{Events, VpollFd};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 /// The vpoll fd a source mirrors into, with what was last applied to it.
 pub(crate) struct Mirror {
@@ -111,5 +111,11 @@ impl VpollSink {
 impl AsFd for VpollSink {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.mirror.vpoll.as_fd()
+    }
+}
+
+impl AsRawFd for VpollSink {
+    fn as_raw_fd(&self) -> RawFd {
+        self.mirror.vpoll.as_raw_fd()
     }
 }
