@@ -306,6 +306,9 @@ impl EventQueue {
     }
 
     /// Appends pending events to `out` without blocking; for loops that poll the fd.
+    ///
+    /// May return 0 after the fd was readable: the only dirty taps were deregistered
+    /// before this read. The fd is lowered all the same.
     pub fn try_wait(&self, out: &mut Vec<Event>) -> Result<usize> {
         self.wait(out, Some(Duration::ZERO))
     }

@@ -22,7 +22,7 @@
 use crate::error::{Error, Result};
 use crate::queue::{self, EventQueue};
 use crate::sync::{Arc, AtomicU32, Mutex, Ordering, Snapshot, lock};
-use crate::tap::{ALWAYS, TapShared};
+use crate::tap::TapShared;
 use greenfd_vpoll::Events;
 
 /// Table slots of a source; `None` marks a free slot awaiting reuse.
@@ -297,7 +297,7 @@ impl Tap {
 
     /// The source's current readiness within this tap's filter (a level query).
     pub fn readiness(&self) -> Events {
-        self.source.level() & (self.shared.filter | ALWAYS)
+        self.source.level() & self.shared.filter
     }
 
     /// Whether the source has been closed (the tap then stays registered to nothing).

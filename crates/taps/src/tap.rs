@@ -74,6 +74,7 @@ impl TapShared {
 
     /// Tells the tap that `rising` bits were asserted on `source` (or that its level
     /// changed, for mirrors). Called with no table lock held.
+    #[cfg_attr(loom, allow(unused_variables))] // only mirrors read `source`
     pub(crate) fn deliver(this: &Arc<TapShared>, source: &SourceInner, rising: Events) {
         match &this.sink {
             Sink::Queue { core, .. } => {
@@ -95,7 +96,6 @@ impl TapShared {
                 }
             }
         }
-        let _ = source; // only mirrors read the level
     }
 
     /// Consumes the pending bits: `Some(bits)` if the tap was queued and is alive.
