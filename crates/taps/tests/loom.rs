@@ -131,6 +131,34 @@ fn fire_vs_close() {
     });
 }
 
+/// Registering while another thread closes the source: either the registration fails
+/// with `SourceClosed` and leaves no member in the queue, or it succeeds and the close
+/// wakes the new tap with HUP. Never a registered tap that missed the close.
+#[test]
+fn register_vs_close() {
+    model(|| {
+        let src = Arc::new(Source::new(Events::empty()));
+        let q = Arc::new(queue(2));
+        let closer = {
+            let src = src.clone();
+            thread::spawn(move || src.close())
+        };
+        let result = src.tap(&q, Events::IN, 8);
+        closer.join().unwrap();
+        match result {
+            Ok(tap) => {
+                assert_eq!(bits_for(&drain(&q), 8), Events::HUP);
+                assert!(tap.is_detached());
+                drop(tap);
+            }
+            Err(Error::SourceClosed) => assert!(drain(&q).is_empty()),
+            Err(e) => panic!("register: {e}"),
+        }
+        assert_eq!(q.stats().members, 0);
+        assert_eq!(src.tap_count(), 0);
+    });
+}
+
 /// Closing the source while the tap is dropped: exactly one of them removes the tap from
 /// the table; after both, the queue reports nothing for the dead tap.
 #[test]
