@@ -27,10 +27,31 @@
 //! * A [`VpollSink`] mirrors a source's level into a vpoll fd, so an outside event loop,
 //!   even in another process that inherited the fd, waits on a user-space source directly.
 //!
-//! The concurrent paths (register vs fire, fire vs close, close vs drop of a tap, drop of a
-//! queue while firing, a blocked reader vs a firer) are checked with `loom` in
-//! `tests/loom.rs`; the crate's locks and atomics come from one internal `sync` module that
-//! swaps in loom's types under `cfg(loom)`. The crate has no `unsafe` code.
+//! # Lifetime rules
+//!
+//! 1. A registered tap keeps its source's state alive; the source's table keeps the tap's
+//!    shared state alive; a queue's member table keeps a tap's shared state alive until the
+//!    tap deregisters or the queue handle is dropped. Nothing points back strongly from a source to a handle,
+//!    so no cycle outlives the handles.
+//! 2. Deregistration happens exactly once, only after a successful registration: `close`
+//!    consumes the handle, `Drop` runs only if `close` did not, and both pass one flag that
+//!    only a successful registration sets. A failed registration undoes its queue
+//!    membership itself.
+//! 3. Once deregistration returns, the queue reports no event for that tap: a firer still
+//!    walking an older table snapshot may mark it dirty, but a dead tap is dropped unread.
+//! 4. Closing a source empties its table and delivers HUP to every tap that was in it; a
+//!    tap dropped afterwards leaves the (empty) table alone, and registering after close
+//!    fails with [`Error::SourceClosed`].
+//! 5. Dropping a queue while producers fire into it is safe: deliveries to a dropped queue
+//!    are discarded, its descriptor closes with the handle, and taps may still be dropped.
+//!
+//! The concurrent paths (register vs fire, register vs close, fire vs close, close vs drop
+//! of a tap, drop vs register into the freed slot, drop of a queue while firing, overflow
+//! vs read, a blocked reader vs a firer) are checked with `loom` in `tests/loom.rs`; the
+//! crate's locks and atomics come from one internal `sync` module that swaps in loom's
+//! types under `cfg(loom)`, and the queue's descriptor (the only syscalls) is compiled out
+//! there. The crate has no `unsafe` code, so use-after-free is excluded by construction;
+//! loom additionally fails a model on a leaked reference or a lost wake-up (deadlock).
 //!
 //! ```
 //! use greenfd_taps::{Event, EventQueue, Events, Source};

@@ -6,18 +6,10 @@
 //! releasing it. No sink (queue, vpoll fd) is ever called with the table locked, so a sink
 //! may take its own lock or make a syscall, and a slow consumer cannot stall registration.
 //!
-//! Lifetime rules:
-//! * A [`Tap`] holds a strong reference to its source's state while registered.
-//! * A tap is deregistered exactly once: `Tap::close` consumes the handle and `Drop` runs
-//!   only if `close` did not, and both go through one `deregister` guarded by a flag
-//!   that only a successful registration sets.
-//! * Deregistration removes the tap from the source's table, then marks it dead and
-//!   leaves its queue; once it returns, the queue reports no event for the tap (a firer
-//!   still walking an older snapshot may push it, but a dead tap is dropped unreported).
-//! * [`Source::close`] marks the source closed, empties its table and delivers HUP to every
-//!   tap that was in it. A tap's later deregistration finds the source closed and leaves
-//!   the (already empty) table alone; a registration after close fails with
-//!   [`Error::SourceClosed`].
+//! This module implements lifetime rules 1–4 of the crate docs; the one subtle step is
+//! registration, which inserts the tap and reads the mask in the same critical section and
+//! delivers that level after it, so a change either precedes the read (and is in the
+//! level) or follows the insert (and sees the tap).
 
 use crate::error::{Error, Result};
 use crate::queue::{self, EventQueue};

@@ -54,6 +54,15 @@ fn epoll_tokens(ep: &std::os::fd::OwnedFd, timeout: Duration) -> Vec<u64> {
 }
 
 #[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Source>();
+    check::<greenfd_taps::Tap>();
+    check::<EventQueue>();
+    check::<greenfd_taps::VpollSink>();
+}
+
+#[test]
 fn registration_reports_current_level_at_once() {
     let src = Source::new(Events::IN | Events::OUT);
     let q = EventQueue::new().unwrap();
