@@ -959,7 +959,9 @@ impl<F: Framing, H: Handler> Engine<F, H> {
             let Some(conn) = self.core.conns[index].as_mut() else {
                 return;
             };
-            match rustix::io::read(&conn.fd, &mut self.rbuf[..]) {
+            let result = rustix::io::read(&conn.fd, &mut self.rbuf[..]);
+            tracing::trace!(fd = conn.fd.as_raw_fd(), ?result, "recv");
+            match result {
                 Ok(0) => {
                     conn.readable = false;
                     tracing::trace!(id = %id, "end of stream");
@@ -1095,7 +1097,9 @@ impl<F: Framing, H: Handler> Engine<F, H> {
             if conn.out.is_empty() {
                 break;
             }
-            match conn.out.write_to(conn.fd.as_fd()) {
+            let result = conn.out.write_to(conn.fd.as_fd());
+            tracing::trace!(fd = conn.fd.as_raw_fd(), ?result, "send");
+            match result {
                 Ok(n) => {
                     self.core.shared.slots[index].fetch_sub(n as u64, Ordering::AcqRel);
                     Stats::add(&self.core.shared.stats.bytes_out, n as u64);

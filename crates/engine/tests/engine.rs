@@ -513,6 +513,34 @@ fn shutdown_disconnects_everyone_and_refuses_sends() {
 }
 
 #[test]
+fn connection_limit_pauses_accept_until_a_connection_closes() {
+    let (rec, rx) = recorder(true);
+    let config = Config {
+        max_connections: 2,
+        ..Config::default()
+    };
+    let engine = Running::start(Lines::default(), rec, config);
+    let first = engine.connect();
+    let mut second = engine.connect();
+    let mut third = engine.connect();
+    for _ in 0..2 {
+        assert!(matches!(next(&rx), Seen::Connect(_)));
+    }
+    // The third waits in the backlog; its line is answered only after a slot frees up.
+    third.write_all(b"third\n").unwrap();
+    second.write_all(b"second\n").unwrap();
+    let mut line = [0u8; 7];
+    second.read_exact(&mut line).unwrap();
+    assert_eq!(engine.handle.stats().accepted, 2);
+    drop(first);
+    let mut line = [0u8; 6];
+    third.read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"third\n");
+    assert_eq!(engine.handle.stats().accepted, 3);
+    engine.stop();
+}
+
+#[test]
 fn group_spreads_connections_over_reuseport_engines() {
     let group = Group::spawn(2, "127.0.0.1:0".parse().unwrap(), Config::default(), |_| {
         (Lines::default(), Echo)
@@ -538,35 +566,126 @@ fn group_spreads_connections_over_reuseport_engines() {
     group.shutdown_and_join().unwrap();
 }
 
-/// The EMFILE scenario runs in a child process (this test binary, re-executed) because
-/// it lowers `RLIMIT_NOFILE` for the whole process.
-#[test]
-fn emfile_pauses_accept_without_spinning_and_recovers() {
+/// Runs the test `name` of this binary in a child process (with `GREENFD_CHILD=name`)
+/// and returns its stdout line from `OK` on.
+fn run_child(name: &str) -> String {
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "emfile_child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("GREENFD_EMFILE_CHILD", "1")
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env("GREENFD_CHILD", name)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("EMFILE-CHILD-OK"),
-        "child failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    eprintln!(
-        "{}",
-        stdout
-            .lines()
-            .find(|l| l.contains("EMFILE-CHILD-OK"))
-            .unwrap()
-    );
+    // The harness prints "test <name> ... " on the same line, before the child's output.
+    let ok = stdout
+        .lines()
+        .find_map(|l| l.find("OK ").map(|at| l[at..].to_owned()));
+    match ok {
+        Some(line) if out.status.success() => line,
+        _ => panic!("child {name} failed ({}):\n{stdout}\n{stderr}", out.status),
+    }
+}
+
+/// Whether this process is the child `name` of [`run_child`]; the tests that are child
+/// halves return at once otherwise.
+fn is_child(name: &str) -> bool {
+    std::env::var_os("GREENFD_CHILD").is_some_and(|v| v == name)
+}
+
+/// The EMFILE scenario runs in a child process (this test binary, re-executed) because
+/// it lowers `RLIMIT_NOFILE` for the whole process.
+#[test]
+fn emfile_pauses_accept_without_spinning_and_recovers() {
+    eprintln!("{}", run_child("emfile_child_process"));
+}
+
+/// Runs in a child so that its epoll set is the only one in the process.
+#[test]
+fn epollout_is_registered_only_while_output_is_pending() {
+    eprintln!("{}", run_child("epollout_child_process"));
+}
+
+/// Whether the kernel's epoll interest list holds `EPOLLOUT` for connection `id`, read
+/// from `/proc/self/fdinfo` of every epoll fd in the process (`None`: not registered).
+fn epollout_registered(id: ConnId) -> Option<bool> {
+    let want = format!("{:x}", id.as_u64());
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let is_epoll = std::fs::read_link(entry.path())
+            .is_ok_and(|t| t.to_string_lossy() == "anon_inode:[eventpoll]");
+        if !is_epoll {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/self/fdinfo/{}",
+            entry.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        for line in info.lines().filter(|l| l.starts_with("tfd:")) {
+            let field = |name: &str| {
+                let mut words = line.split_whitespace();
+                words.find(|w| *w == name)?;
+                words.next().map(str::to_owned)
+            };
+            if field("data:").as_deref() == Some(want.as_str()) {
+                let events = u32::from_str_radix(&field("events:")?, 16).ok()?;
+                return Some(events & libc::EPOLLOUT as u32 != 0);
+            }
+        }
+    }
+    None
+}
+
+/// The child half of the EPOLLOUT test.
+#[test]
+fn epollout_child_process() {
+    if !is_child("epollout_child_process") {
+        return;
+    }
+    let (rec, rx) = recorder(false);
+    let engine = Running::start(Lines::default(), rec, Config::default());
+    let mut client = engine.connect();
+    let Seen::Connect(id) = next(&rx) else {
+        panic!("expected a connect")
+    };
+    assert_eq!(epollout_registered(id), Some(false), "idle connection");
+    // Output the socket takes at once never arms EPOLLOUT.
+    engine.handle.send(id, &b"hello\n"[..]).unwrap();
+    let mut hello = [0u8; 6];
+    client.read_exact(&mut hello).unwrap();
+    wait_until("the output to drain", || {
+        engine.handle.queued(id) == Some(0)
+    });
+    assert_eq!(epollout_registered(id), Some(false), "after a direct write");
+    // A peer that does not read: once the kernel refuses bytes, EPOLLOUT is armed.
+    let mut total = 0usize;
+    let chunk = vec![7u8; 16 * 1024];
+    loop {
+        match engine.handle.send(id, chunk.clone()) {
+            Ok(()) => total += chunk.len(),
+            Err(SendError::Full) => {
+                if epollout_registered(id) == Some(true) {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("send: {e}"),
+        }
+        assert!(
+            total < 256 << 20,
+            "EPOLLOUT never armed after {total} bytes"
+        );
+    }
+    // The peer reads everything: the output drains through EPOLLOUT wake-ups, and
+    // EPOLLOUT is removed again.
+    let mut got = vec![0u8; total];
+    client.read_exact(&mut got).unwrap();
+    assert!(got.iter().all(|&b| b == 7));
+    wait_until("EPOLLOUT to be removed", || {
+        epollout_registered(id) == Some(false)
+    });
+    println!("OK epollout armed while {total} bytes were pending, removed after");
+    engine.stop();
 }
 
 /// CPU time (user + system) this process has used.
@@ -583,7 +702,7 @@ fn cpu_time() -> Duration {
 /// The child half of the EMFILE test; does nothing unless run by it.
 #[test]
 fn emfile_child_process() {
-    if std::env::var_os("GREENFD_EMFILE_CHILD").is_none() {
+    if !is_child("emfile_child_process") {
         return;
     }
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
@@ -632,6 +751,6 @@ fn emfile_child_process() {
     assert_eq!(&buf, b"back\n");
     assert_eq!(engine.handle.stats().accepted, 1);
     drop(hog);
-    println!("EMFILE-CHILD-OK cpu={cpu:?} wall={wall:?} retries={retries}");
+    println!("OK emfile: cpu={cpu:?} wall={wall:?} retries={retries}");
     engine.stop();
 }
