@@ -46,8 +46,6 @@ pub enum Pollable {
     EventFd,
     /// A [`greenfd_vpoll::VpollFd`] raised with IN (needs a vpoll backend).
     Vpoll,
-    /// No descriptor: the queue is read only with [`EventQueue::wait`].
-    None,
 }
 
 /// Sizes and counters of a queue, for monitoring and for tests that bound memory.
@@ -107,12 +105,12 @@ impl QueueBuilder {
         if self.capacity == 0 {
             return Err(Error::ZeroCapacity);
         }
+        // Under loom the descriptor (the queue's only syscalls) is compiled out.
         #[cfg(not(loom))]
-        let fd = match self.pollable {
-            Pollable::EventFd => Some(std::sync::Arc::new(Notifier::eventfd()?)),
-            Pollable::Vpoll => Some(std::sync::Arc::new(Notifier::vpoll()?)),
-            Pollable::None => None,
-        };
+        let fd = std::sync::Arc::new(match self.pollable {
+            Pollable::EventFd => Notifier::eventfd()?,
+            Pollable::Vpoll => Notifier::vpoll()?,
+        });
         let state = QueueState {
             ring: VecDeque::with_capacity(self.capacity),
             capacity: self.capacity,
@@ -125,7 +123,7 @@ impl QueueBuilder {
             overflows: 0,
             rescans: 0,
             #[cfg(not(loom))]
-            notifier: fd.clone(),
+            notifier: Some(std::sync::Arc::clone(&fd)),
             fd_error: None,
         };
         Ok(EventQueue {
@@ -224,12 +222,8 @@ impl QueueState {
             self.ring.clear();
             self.members.iter().flatten().for_each(|t| collect(t));
         } else {
-            // Only the entries present now: taps pushed while we drain wait for the next read.
-            for _ in 0..self.ring.len() {
-                if let Some(t) = self.ring.pop_front() {
-                    collect(&t);
-                }
-            }
+            // `drain` keeps the ring's allocation: its size stays fixed for the queue's life.
+            self.ring.drain(..).for_each(|t| collect(&t));
         }
         out.len() - before
     }
@@ -246,7 +240,7 @@ pub struct EventQueue {
     /// The descriptor handed out by `as_fd` (the core's state holds the other reference,
     /// which it drops when this handle is dropped, so the fd closes with the handle).
     #[cfg(not(loom))]
-    fd: Option<std::sync::Arc<Notifier>>,
+    fd: std::sync::Arc<Notifier>,
 }
 
 impl std::fmt::Debug for EventQueue {
@@ -337,33 +331,16 @@ impl EventQueue {
 #[cfg(not(loom))]
 impl AsFd for EventQueue {
     /// The queue's descriptor: readable while events are pending.
-    ///
-    /// # Panics
-    /// If the queue was built with [`Pollable::None`].
     fn as_fd(&self) -> BorrowedFd<'_> {
-        match &self.fd {
-            Some(n) => n.as_fd(),
-            None => panic!("EventQueue built with Pollable::None has no descriptor"),
-        }
+        self.fd.as_fd()
     }
 }
 
 #[cfg(not(loom))]
 impl AsRawFd for EventQueue {
     /// The queue's descriptor number (for loops that take numbers, like Python's).
-    ///
-    /// # Panics
-    /// If the queue was built with [`Pollable::None`].
     fn as_raw_fd(&self) -> RawFd {
         self.as_fd().as_raw_fd()
-    }
-}
-
-#[cfg(not(loom))]
-impl EventQueue {
-    /// The queue's descriptor, or `None` for a queue built with [`Pollable::None`].
-    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
-        self.fd.as_deref().map(AsFd::as_fd)
     }
 }
 

@@ -6,7 +6,7 @@
 //! on a leaked `Arc` (a reference cycle between queue and taps that was never broken).
 #![cfg(loom)]
 
-use greenfd_taps::{Error, Event, EventQueue, Events, Pollable, Source};
+use greenfd_taps::{Error, Event, EventQueue, Events, Source};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -17,11 +17,10 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     b.check(f);
 }
 
-/// A queue without a descriptor (syscalls are not modelled).
+/// A queue (its descriptor, the only syscalls, is compiled out under loom).
 fn queue(capacity: usize) -> EventQueue {
     EventQueue::builder()
         .capacity(capacity)
-        .pollable(Pollable::None)
         .build()
         .expect("queue")
 }
