@@ -1042,6 +1042,10 @@ impl<F: Framing, H: Handler> Engine<F, H> {
             buf.extend_from_slice(&rbuf[..n]);
             split_frames(framing, &buf, |f| deliver(core, f)).map(|used| {
                 buf.drain(..used);
+                if buf.is_empty() && buf.capacity() > rbuf.len() {
+                    // Don't let one large frame pin its buffer to an idle connection.
+                    buf = Vec::new();
+                }
                 if let Some(conn) = core.conn_mut(id) {
                     conn.inbuf = buf;
                 }

@@ -26,7 +26,9 @@
 //! impl Handler for Count {
 //!     fn on_message(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, frame: &[u8]) {
 //!         let n = Lines::default().payload(frame).len();
-//!         let _ = ctx.send(format!("{n}\n").as_bytes());
+//!         if ctx.send(format!("{n}\n").as_bytes()).is_err() {
+//!             ctx.close(); // the client stopped reading its replies
+//!         }
 //!     }
 //! }
 //!
@@ -54,7 +56,7 @@ pub mod resp_server;
 
 pub use engine::{
     Config, ConnId, Ctx, DisconnectReason, Engine, EngineError, EngineHandle, Handler, SendError,
-    Stats, StatsSnapshot,
+    StatsSnapshot,
 };
 pub use framing::{FrameError, Framing, LengthPrefixed, Lines, Parsed, Prefix, Raw, Resp};
 pub use group::Group;

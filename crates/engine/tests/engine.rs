@@ -460,6 +460,38 @@ fn half_closed_peer_gets_its_replies_then_eof() {
 }
 
 #[test]
+fn large_resp_values_cross_many_reads_intact() {
+    let engine = Running::start(
+        Resp::default(),
+        RespServer::new(Db::new(1)),
+        Config::default(),
+    );
+    let mut c = engine.connect();
+    let value: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    let mut request = Vec::new();
+    greenfd_engine::framing::encode_command(&[b"SET", b"big", &value], &mut request);
+    greenfd_engine::framing::encode_command(&[b"GET", b"big"], &mut request);
+    let writer = {
+        let mut w = c.try_clone().unwrap();
+        std::thread::spawn(move || w.write_all(&request).unwrap())
+    };
+    let mut ok = [0u8; 5];
+    c.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+    let header = format!("${}\r\n", value.len());
+    let mut reply = vec![0u8; header.len() + value.len() + 2];
+    c.read_exact(&mut reply).unwrap();
+    writer.join().unwrap();
+    assert_eq!(&reply[..header.len()], header.as_bytes());
+    assert!(reply[header.len()..header.len() + value.len()] == value[..]);
+    assert!(
+        engine.handle.stats().reads > 10,
+        "the value crossed many reads"
+    );
+    engine.stop();
+}
+
+#[test]
 fn quit_replies_then_closes() {
     let engine = Running::start(
         Resp::default(),

@@ -30,8 +30,9 @@ pub struct Args {
     /// Engines (reactor threads) sharing the port through SO_REUSEPORT.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Most bytes queued for one connection before it is pushed back.
-    #[arg(long, default_value_t = 4 << 20)]
+    /// Most bytes queued for one connection before it is pushed back (reading pauses
+    /// at half of it; the default lets a 16 MiB value, the largest request, be read back).
+    #[arg(long, default_value_t = 32 << 20)]
     max_output: usize,
 }
 
