@@ -778,7 +778,9 @@ impl<F: Framing, H: Handler> Engine<F, H> {
             if self.core.shared.shutdown.load(Ordering::Acquire) {
                 return Ok(());
             }
-            let timeout = if !self.core.ready.is_empty() {
+            // Work queued by callbacks that ran during the last flush (an
+            // `on_disconnect` replying to others) must not wait for the next event.
+            let timeout = if !self.core.ready.is_empty() || !self.core.flush.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 self.accept_paused
