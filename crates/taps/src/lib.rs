@@ -86,6 +86,7 @@ mod notify;
 mod queue;
 #[cfg(not(loom))]
 mod sink;
+mod slots;
 mod source;
 mod sync;
 mod tap;

@@ -15,8 +15,9 @@
 //! block on a condition variable signalled at the same transitions.
 
 use crate::error::{Error, Result};
+use crate::slots::Slots;
 use crate::sync::{Arc, Condvar, Mutex, lock};
-use crate::tap::TapShared;
+use crate::tap::{Sink, TapShared};
 use greenfd_vpoll::Events;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -115,9 +116,7 @@ impl QueueBuilder {
             ring: VecDeque::with_capacity(self.capacity),
             capacity: self.capacity,
             overflowed: false,
-            members: Vec::new(),
-            free: Vec::new(),
-            live: 0,
+            members: Slots::default(),
             signalled: false,
             closed: false,
             overflows: 0,
@@ -154,11 +153,7 @@ struct QueueState {
     /// A push found the ring full: the next read must rescan `members`.
     overflowed: bool,
     /// Every tap feeding this queue, at the slot fixed when it was enrolled.
-    members: Vec<Option<Arc<TapShared>>>,
-    /// Free slots of `members`, reused before the table grows.
-    free: Vec<usize>,
-    /// Occupied slots of `members`.
-    live: usize,
+    members: Slots<TapShared>,
     /// The descriptor/condition is raised (ring non-empty or overflowed since last read).
     signalled: bool,
     /// The user's handle is gone: deliveries are dropped and members released.
@@ -220,7 +215,7 @@ impl QueueState {
             self.overflowed = false;
             self.rescans += 1;
             self.ring.clear();
-            self.members.iter().flatten().for_each(|t| collect(t));
+            self.members.iter().for_each(|t| collect(t));
         } else {
             // `drain` keeps the ring's allocation: its size stays fixed for the queue's life.
             self.ring.drain(..).for_each(|t| collect(&t));
@@ -314,8 +309,8 @@ impl EventQueue {
             ring_len: st.ring.len(),
             ring_capacity: st.capacity,
             ring_allocated: st.ring.capacity(),
-            members: st.live,
-            member_slots: st.members.len(),
+            members: st.members.len(),
+            member_slots: st.members.capacity(),
             overflows: st.overflows,
             rescans: st.rescans,
             signalled: st.signalled,
@@ -351,8 +346,6 @@ impl Drop for EventQueue {
         let (ring, members) = {
             let mut st = lock(&self.core.state);
             st.closed = true;
-            st.live = 0;
-            st.free.clear();
             #[cfg(not(loom))]
             {
                 st.notifier = None;
@@ -369,44 +362,25 @@ impl Drop for EventQueue {
 
 /// Enrolls a new tap in the queue's member table and returns it.
 pub(crate) fn enroll(core: &Arc<QueueCore>, token: u64, filter: Events) -> Arc<TapShared> {
-    let mut guard = lock(&core.state);
-    let st = &mut *guard;
-    let slot = st.free.pop().unwrap_or_else(|| {
-        st.members.push(None);
-        st.members.len() - 1
-    });
-    let tap = Arc::new(TapShared::new(
-        token,
-        filter,
-        crate::tap::Sink::Queue {
+    let mut st = lock(&core.state);
+    let (_, tap) = st.members.insert_with(|slot| {
+        let sink = Sink::Queue {
             core: Arc::clone(core),
             slot,
-        },
-    ));
-    st.members[slot] = Some(Arc::clone(&tap));
-    st.live += 1;
+        };
+        Arc::new(TapShared::new(token, filter, sink))
+    });
     tap
 }
 
 /// Removes a retired tap from the member table (no-op once the queue is closed).
 pub(crate) fn forget(core: &QueueCore, slot: usize, tap: &Arc<TapShared>) {
     let removed = {
-        let mut guard = lock(&core.state);
-        let st = &mut *guard;
+        let mut st = lock(&core.state);
         if st.closed {
             return;
         }
-        match st.members.get_mut(slot) {
-            Some(entry) if entry.as_ref().is_some_and(|t| Arc::ptr_eq(t, tap)) => {
-                st.free.push(slot);
-                st.live -= 1;
-                entry.take()
-            }
-            _ => {
-                crate::invariant!(false, "tap forgotten twice or at a foreign slot");
-                None
-            }
-        }
+        st.members.remove(slot, tap)
     };
     drop(removed);
 }

@@ -13,12 +13,10 @@
 
 use crate::error::{Error, Result};
 use crate::queue::{self, EventQueue};
+use crate::slots::Slots;
 use crate::sync::{Arc, AtomicU32, Mutex, Ordering, Snapshot, lock};
 use crate::tap::TapShared;
 use greenfd_vpoll::Events;
-
-/// Table slots of a source; `None` marks a free slot awaiting reuse.
-type Table = Vec<Option<Arc<TapShared>>>;
 
 /// The state of a source shared by its handle and its taps.
 pub(crate) struct SourceInner {
@@ -35,11 +33,7 @@ struct SourceState {
     /// Set once by `close`.
     closed: bool,
     /// Registered taps; firers walk a snapshot of it.
-    taps: Snapshot<Table>,
-    /// Free slots of `taps`.
-    free: Vec<usize>,
-    /// Occupied slots of `taps`.
-    live: usize,
+    taps: Snapshot<Slots<TapShared>>,
 }
 
 impl SourceInner {
@@ -64,7 +58,7 @@ impl SourceInner {
             self.level.store(new.bits(), Ordering::Release);
             (Snapshot::clone(&st.taps), new - old)
         };
-        for tap in taps.iter().flatten() {
+        for tap in taps.iter() {
             TapShared::deliver(tap, self, rising);
         }
     }
@@ -80,15 +74,13 @@ impl SourceInner {
             let old = st.mask;
             st.mask |= Events::HUP;
             self.level.store(st.mask.bits(), Ordering::Release);
-            st.free.clear();
-            st.live = 0;
             (
                 std::mem::take(&mut st.taps),
                 // HUP is delivered even if the user had already set it: close is news.
                 (st.mask - old) | Events::HUP,
             )
         };
-        for tap in taps.iter().flatten() {
+        for tap in taps.iter() {
             TapShared::deliver(tap, self, rising);
         }
     }
@@ -96,23 +88,12 @@ impl SourceInner {
     /// Registers `shared` and reports the current level to it.
     pub(crate) fn attach(this: &Arc<SourceInner>, shared: Arc<TapShared>) -> Result<Tap> {
         let inserted = {
-            let mut guard = lock(&this.state);
-            let st = &mut *guard;
+            let mut st = lock(&this.state);
             if st.closed {
                 None
             } else {
                 let taps = Snapshot::make_mut(&mut st.taps);
-                let slot = match st.free.pop() {
-                    Some(slot) => {
-                        taps[slot] = Some(Arc::clone(&shared));
-                        slot
-                    }
-                    None => {
-                        taps.push(Some(Arc::clone(&shared)));
-                        taps.len() - 1
-                    }
-                };
-                st.live += 1;
+                let (slot, _) = taps.insert_with(|_| Arc::clone(&shared));
                 Some((slot, st.mask))
             }
         };
@@ -135,23 +116,11 @@ impl SourceInner {
     /// Removes a tap from the table unless `close` already emptied it.
     fn remove(&self, slot: usize, tap: &Arc<TapShared>) {
         let removed = {
-            let mut guard = lock(&self.state);
-            let st = &mut *guard;
+            let mut st = lock(&self.state);
             if st.closed {
                 return;
             }
-            let taps = Snapshot::make_mut(&mut st.taps);
-            match taps.get_mut(slot) {
-                Some(entry) if entry.as_ref().is_some_and(|t| Arc::ptr_eq(t, tap)) => {
-                    st.free.push(slot);
-                    st.live -= 1;
-                    entry.take()
-                }
-                _ => {
-                    crate::invariant!(false, "tap deregistered twice or at a foreign slot");
-                    None
-                }
-            }
+            Snapshot::make_mut(&mut st.taps).remove(slot, tap)
         };
         drop(removed);
     }
@@ -186,9 +155,7 @@ impl Source {
                 state: Mutex::new(SourceState {
                     mask: init,
                     closed: false,
-                    taps: Snapshot::new(Vec::new()),
-                    free: Vec::new(),
-                    live: 0,
+                    taps: Snapshot::default(),
                 }),
                 level: AtomicU32::new(init.bits()),
             }),
@@ -228,7 +195,7 @@ impl Source {
 
     /// Taps registered now (0 once closed).
     pub fn tap_count(&self) -> usize {
-        lock(&self.inner.state).live
+        lock(&self.inner.state).taps.len()
     }
 
     /// Registers a tap that reports the bits of `filter` (plus ERR and HUP) to `queue`
