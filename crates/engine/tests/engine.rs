@@ -572,6 +572,47 @@ fn connection_limit_pauses_accept_until_a_connection_closes() {
     engine.stop();
 }
 
+/// Tells every remaining connection when one leaves (replies sent from `on_disconnect`).
+struct Farewell {
+    conns: Vec<ConnId>,
+}
+
+impl Handler for Farewell {
+    fn on_connect(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
+        self.conns.push(id);
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, frame: &[u8]) {
+        ctx.send(frame).unwrap();
+    }
+    fn on_disconnect(&mut self, ctx: &mut Ctx<'_>, id: ConnId, _reason: &DisconnectReason) {
+        self.conns.retain(|&c| c != id);
+        for &c in &self.conns {
+            ctx.send_to(c, format!("{id} left\n").as_bytes()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn replies_from_on_disconnect_go_out_without_another_event() {
+    let engine = Running::start(
+        Lines::default(),
+        Farewell { conns: Vec::new() },
+        Config::default(),
+    );
+    let leaver = engine.connect();
+    let mut stayer = BufReader::new(engine.connect());
+    // An echo proves both connections are registered before one leaves.
+    stayer.get_mut().write_all(b"ready\n").unwrap();
+    let mut line = String::new();
+    stayer.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    drop(leaver);
+    line.clear();
+    stayer.read_line(&mut line).unwrap();
+    assert!(line.ends_with(" left\n"), "{line:?}");
+    engine.stop();
+}
+
 #[test]
 fn group_spreads_connections_over_reuseport_engines() {
     let group = Group::spawn(2, "127.0.0.1:0".parse().unwrap(), Config::default(), |_| {
