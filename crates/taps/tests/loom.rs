@@ -260,3 +260,30 @@ fn overflow_vs_read() {
         drop((ta, tb));
     });
 }
+
+/// Two firers on two taps and a reader blocked in `wait(None)` until it has both: the
+/// ring (one entry) overflows or not, the reader wakes for each and loses neither.
+#[test]
+fn two_firers_one_blocked_reader() {
+    model(|| {
+        let a = Arc::new(Source::new(Events::empty()));
+        let b = Arc::new(Source::new(Events::empty()));
+        let q = Arc::new(queue(1));
+        let ta = a.tap(&q, Events::IN, 20).expect("register a");
+        let tb = b.tap(&q, Events::OUT, 21).expect("register b");
+        let firers: Vec<_> = [(a.clone(), Events::IN), (b.clone(), Events::OUT)]
+            .into_iter()
+            .map(|(src, bit)| thread::spawn(move || src.add(bit)))
+            .collect();
+        let mut out = Vec::new();
+        while bits_for(&out, 20).is_empty() || bits_for(&out, 21).is_empty() {
+            q.wait(&mut out, None).expect("wait");
+        }
+        assert_eq!(bits_for(&out, 20), Events::IN);
+        assert_eq!(bits_for(&out, 21), Events::OUT);
+        for f in firers {
+            f.join().unwrap();
+        }
+        drop((ta, tb));
+    });
+}
