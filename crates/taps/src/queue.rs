@@ -275,11 +275,10 @@ impl EventQueue {
             if n > 0 {
                 return Ok(n);
             }
-            st = match (timeout, deadline) {
-                (None, _) | (Some(_), None) => {
-                    self.core.ready.wait(st).unwrap_or_else(|p| p.into_inner())
-                }
-                (Some(_), Some(d)) => {
+            // No deadline: no timeout, or one too far in the future to represent.
+            st = match deadline {
+                None => self.core.ready.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return Ok(0);
