@@ -159,9 +159,19 @@ pub fn execute(db: &Db, args: &[&[u8]], out: &mut Vec<u8>) -> After {
     let Some((name, rest)) = args.split_first() else {
         return After::Continue;
     };
-    let lower = name.to_ascii_lowercase();
+    // Lower-cased on the stack: command names are short, and this runs per request.
+    let mut name_buf = [0u8; 16];
+    let lower: &[u8] = if name.len() <= name_buf.len() {
+        let buf = &mut name_buf[..name.len()];
+        buf.copy_from_slice(name);
+        buf.make_ascii_lowercase();
+        buf
+    } else {
+        // No command is this long: it falls through to "unknown command".
+        name
+    };
     let argc = args.len();
-    match lower.as_slice() {
+    match lower {
         b"ping" => match rest {
             [] => r.simple("PONG"),
             [msg] => r.bulk(msg),
