@@ -9,7 +9,7 @@
 //! | bit | how it is produced | what poll(2) sees |
 //! |---|---|---|
 //! | IN | one byte from the peer per ADD; DEL drains the vpoll end's queue | IN, exact |
-//! | OUT | DEL fills the vpoll end's (minimal) send buffer; ADD drains it at the peer | OUT, exact |
+//! | OUT | DEL puts one buffer in flight from the vpoll end (its send buffer is minimal); ADD reads it at the peer | OUT, exact |
 //! | PRI | an out-of-band byte from the peer (`MSG_OOB`, kept at the head of the queue) | PRI\|IN |
 //! | RDHUP | `shutdown(peer, SHUT_WR)`; cannot be cleared | RDHUP\|IN |
 //! | HUP | `shutdown(peer, SHUT_RDWR)`; cannot be cleared | HUP\|IN\|RDHUP |
@@ -25,7 +25,7 @@
 //! The hot path (ADD IN → wait → DEL IN) is one `send` and one `recv`, the same
 //! syscalls as a bare socketpair, plus a lock-free table lookup.
 //!
-//! PRI detail: the vpoll end has `SO_OOBINLINE`, so the urgent byte sits in the data
+//! PRI detail: the vpoll end gets `SO_OOBINLINE` with its first PRI, so the urgent byte sits in the data
 //! stream and a read that reaches it clears PRI. ADD PRI first moves any queued IN
 //! byte behind the urgent byte, so the urgent byte is always first in the queue; DEL IN
 //! reads the whole queue in one `recv`, and if it swallowed the urgent byte, puts it back.
@@ -49,8 +49,7 @@ const PRI_BYTE: u8 = b'p';
 /// Room for one drain: the queue holds at most a few hundred bytes (IN bytes are capped
 /// by the peer's send buffer, and EAGAIN means IN is already set).
 const DRAIN: usize = 512;
-/// Bytes per send when filling the vpoll end's send buffer to clear OUT; larger than
-/// the minimal buffer, so one send fills it.
+/// Upper bound of the bytes one send puts in flight to clear OUT (see `fill_len`).
 const FILL: usize = 8192;
 
 /// Flags of every send: never block, never SIGPIPE.
@@ -75,19 +74,31 @@ pub(crate) fn probe() -> Result<()> {
 
 /// A fresh socketpair: (vpoll end, peer).
 fn new_pair(cloexec: bool) -> rustix::io::Result<(OwnedFd, OwnedFd)> {
+    // The peer is private, so it never outlives an exec; the vpoll end follows `cloexec`.
     let (vpoll, peer) = socketpair(
         AddressFamily::UNIX,
         SocketType::STREAM,
-        SocketFlags::empty(),
+        SocketFlags::CLOEXEC,
         None,
     )?;
-    // Flags differ per end, and SOCK_CLOEXEC applies to both: set them one by one.
-    // The peer is private, so it never outlives an exec.
-    rustix::io::fcntl_setfd(&peer, rustix::io::FdFlags::CLOEXEC)?;
-    if cloexec {
-        rustix::io::fcntl_setfd(&vpoll, rustix::io::FdFlags::CLOEXEC)?;
+    if !cloexec {
+        rustix::io::fcntl_setfd(&vpoll, rustix::io::FdFlags::empty())?;
     }
     Ok((vpoll, peer))
+}
+
+/// Bytes that one send puts in flight to clear OUT: half the minimal send buffer (one
+/// socket buffer; its memory charge is over the quarter of the send buffer above which
+/// a Unix socket stops being writable, and under the half that one buffer may carry).
+/// Measured once: the minimum depends only on the kernel.
+fn fill_len(vpoll: BorrowedFd<'_>) -> Result<usize> {
+    static FILL_LEN: OnceLock<usize> = OnceLock::new();
+    if let Some(n) = FILL_LEN.get() {
+        return Ok(*n);
+    }
+    let sndbuf = sockopt::socket_send_buffer_size(vpoll)?;
+    let n = (sndbuf / 2).saturating_sub(64).clamp(1, FILL);
+    Ok(*FILL_LEN.get_or_init(|| n))
 }
 
 pub(crate) fn create(init: Events, cloexec: bool) -> Result<OwnedFd> {
@@ -95,7 +106,6 @@ pub(crate) fn create(init: Events, cloexec: bool) -> Result<OwnedFd> {
     let (vpoll, peer) = new_pair(cloexec)?;
     // A minimal send buffer makes "not writable" one small send away.
     sockopt::set_socket_send_buffer_size(&vpoll, 1)?;
-    sockopt::set_socket_oobinline(&vpoll, true)?;
     let ino = registry::inode(vpoll.as_fd())?;
     let peer_raw = peer.as_raw_fd();
     match registry::insert(vpoll.as_raw_fd(), ino, peer_raw) {
@@ -177,9 +187,10 @@ pub(crate) fn events(fd: BorrowedFd<'_>) -> Result<Events> {
 }
 
 pub(crate) fn close(fd: OwnedFd) -> Result<()> {
-    let peer = registry::inode(fd.as_fd())
-        .ok()
-        .and_then(|ino| registry::remove(fd.as_raw_fd(), ino))
+    // Callers pass a `VpollFd`'s own fd or one `identify` verified, so the record under
+    // this number is this fd's (a `dup` has none and leaves the peer to the original).
+    let peer = registry::get(fd.as_raw_fd())
+        .and_then(|e| registry::remove(fd.as_raw_fd(), e.ino))
         .map(|e| e.peer);
     let raw = fd.as_raw_fd();
     // Close the user's end first: a peer closed before it would flash HUP at watchers.
@@ -287,6 +298,9 @@ impl Pair<'_> {
 
     /// Sets PRI: moves any queued IN behind a new urgent byte, so that byte comes first.
     fn add_pri(&self) -> Result<()> {
+        // Set here, not at creation, to keep creation cheap; it is socket state, so it
+        // holds for every process sharing the fd from now on.
+        sockopt::set_socket_oobinline(self.vpoll, true)?;
         let had_in = self.drain_vpoll()?.1;
         self.send_pri().map_err(|e| match e {
             Errno::PIPE => {
@@ -335,22 +349,18 @@ impl Pair<'_> {
         }
     }
 
-    /// Clears OUT by filling the vpoll end's send buffer (the peer never reads it).
+    /// Clears OUT by putting one buffer in flight from the vpoll end (the peer never
+    /// reads it, so the vpoll end stays unwritable).
     fn del_out(&self) -> Result<()> {
         let fill = [0u8; FILL];
-        loop {
-            match send(self.vpoll, &fill, send_flags()) {
-                // A short send means the buffer is full.
-                Ok(n) if n < FILL => return Ok(()),
-                Ok(_) => {}
-                Err(Errno::AGAIN) => return Ok(()),
-                Err(Errno::PIPE) => {
-                    return Err(Error::Invalid(
-                        "the emulated vpoll backend cannot clear OUT after HUP",
-                    ));
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let n = fill_len(self.vpoll)?;
+        match send(self.vpoll, &fill[..n], send_flags()) {
+            // EAGAIN: the buffer is already full.
+            Ok(_) | Err(Errno::AGAIN) => Ok(()),
+            Err(Errno::PIPE) => Err(Error::Invalid(
+                "the emulated vpoll backend cannot clear OUT after HUP",
+            )),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -1,0 +1,126 @@
+//! What an Emulated vpoll fd's creation and cycle cost, step by step, next to the bare
+//! socketpair they are built on (`cargo bench -p greenfd-vpoll --bench emulated_parts`).
+//! Each step is timed in alternating rounds; the report is the median per step.
+
+use greenfd_vpoll::{Backend, Builder, Events};
+use rustix::event::{Timespec, epoll};
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, sockopt};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+/// A Unix stream socketpair.
+fn pair() -> (OwnedFd, OwnedFd) {
+    rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap()
+}
+
+/// One timed step: a name's operation.
+type Step = Box<dyn FnMut()>;
+
+/// Mean nanoseconds per call of `f` over `budget`.
+fn ns(budget: Duration, f: &mut dyn FnMut()) -> f64 {
+    for _ in 0..32 {
+        f();
+    }
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed() < budget {
+        for _ in 0..16 {
+            f();
+        }
+        n += 16;
+    }
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rounds, budget) = if quick {
+        (3, Duration::from_millis(20))
+    } else {
+        (9, Duration::from_millis(100))
+    };
+    let (a, b) = pair();
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
+    epoll::add(&ep, &a, epoll::EventData::new_u64(0), epoll::EventFlags::IN).unwrap();
+    let v = Builder::new().backend(Backend::Emulated).build().unwrap();
+    let ev = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
+    epoll::add(&ev, &v, epoll::EventData::new_u64(0), epoll::EventFlags::IN).unwrap();
+    let wait = |ep: &OwnedFd| {
+        let mut buf = [std::mem::MaybeUninit::<epoll::Event>::uninit(); 1];
+        let t = Timespec::try_from(Duration::from_secs(5)).unwrap();
+        assert_eq!(epoll::wait(ep, &mut buf, Some(&t)).unwrap().0.len(), 1);
+    };
+    let fill = [0u8; 2240];
+    let mut steps: Vec<(&str, Step)> = vec![
+        ("socketpair+close", Box::new(|| drop(pair()))),
+        (
+            "+SO_SNDBUF",
+            Box::new(|| {
+                let (x, _y) = pair();
+                sockopt::set_socket_send_buffer_size(&x, 1).unwrap();
+            }),
+        ),
+        (
+            "+SO_SNDBUF+fstat",
+            Box::new(|| {
+                let (x, _y) = pair();
+                sockopt::set_socket_send_buffer_size(&x, 1).unwrap();
+                rustix::fs::fstat(&x).unwrap();
+            }),
+        ),
+        (
+            "+SO_SNDBUF+fstat+send",
+            Box::new(move || {
+                let (x, _y) = pair();
+                sockopt::set_socket_send_buffer_size(&x, 1).unwrap();
+                rustix::fs::fstat(&x).unwrap();
+                rustix::net::send(&x, &fill, SendFlags::DONTWAIT).unwrap();
+            }),
+        ),
+        (
+            "emulated create+close",
+            Box::new(|| {
+                Builder::new()
+                    .backend(Backend::Emulated)
+                    .build()
+                    .unwrap()
+                    .close()
+                    .unwrap()
+            }),
+        ),
+        (
+            "socketpair cycle",
+            Box::new(move || {
+                rustix::net::send(&b, b"i", SendFlags::DONTWAIT).unwrap();
+                wait(&ep);
+                let mut buf = [0u8; 64];
+                rustix::net::recv(&a, &mut buf, RecvFlags::DONTWAIT).unwrap();
+            }),
+        ),
+        (
+            "emulated cycle",
+            Box::new(move || {
+                v.add(Events::IN).unwrap();
+                wait(&ev);
+                v.del(Events::IN).unwrap();
+            }),
+        ),
+    ];
+    let mut results = vec![Vec::new(); steps.len()];
+    for round in 0..rounds {
+        for k in 0..steps.len() {
+            let i = (k + round) % steps.len();
+            results[i].push(ns(budget, &mut *steps[i].1));
+        }
+    }
+    for ((name, _), mut r) in steps.iter().zip(results) {
+        r.sort_by(f64::total_cmp);
+        println!("{name:<24} {:>8.0} ns", r[r.len() / 2]);
+    }
+}
