@@ -223,7 +223,7 @@ pub trait Handler {
 
 /// Counters of one engine (all monotonic except `connections`).
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Connections accepted.
     accepted: AtomicU64,
     /// Connections closed.
@@ -246,7 +246,7 @@ pub struct Stats {
     peak_queued: AtomicU64,
 }
 
-/// A copy of [`Stats`] at one moment.
+/// The engine's counters at one moment ([`EngineHandle::stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     /// Connections accepted.
