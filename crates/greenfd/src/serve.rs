@@ -97,8 +97,25 @@ fn wait_for_stop(signals: &OwnedFd, group: &Group) -> std::io::Result<Option<u32
     }
 }
 
+/// Raises the soft fd limit to the hard one (1024 by default is far below what a server
+/// needs); the engine still pauses accepting cleanly if even that runs out.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE");
+        }
+    }
+}
+
 /// Runs `greenfd serve`.
 pub fn run(args: Args) -> CliResult {
+    raise_fd_limit();
     let signals = block_stop_signals()?;
     let config = Config {
         max_output: args.max_output,
