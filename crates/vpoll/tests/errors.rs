@@ -71,7 +71,7 @@ fn reuse_child() {
         a = target;
     }
     assert_not_vpoll(a.as_fd(), "unrelated socket on a vpoll fd's old number");
-    // A new vpoll fd taking a stale number works (and reclaims the stale peer).
+    // A new vpoll fd taking a stale number works.
     drop(a);
     let v2 = make(Backend::Emulated, Events::empty());
     v2.add(Events::OUT).unwrap();

@@ -23,7 +23,14 @@
 //! SIGPIPE: every send uses `MSG_NOSIGNAL`, and every other failed syscall is returned.
 //!
 //! The hot path (ADD IN → wait → DEL IN) is one `send` and one `recv`, the same
-//! syscalls as a bare socketpair, plus a lock-free table lookup.
+//! syscalls as a bare socketpair, plus a lock-free table lookup. The lookup trusts the
+//! descriptor number (a `VpollFd` owns its fd; `ctl_fd` verifies it by inode first), and
+//! the peer's number is trusted too: a program that closes descriptors it does not own
+//! by number (closefrom in a forked child while keeping the vpoll fd) breaks it.
+//!
+//! Concurrent operations on one fd from several threads or processes are each safe for
+//! IN and OUT (the kernel serialises the sends and receives); PRI interleaved with
+//! concurrent IN changes may leave IN set spuriously until the next DEL IN.
 //!
 //! PRI detail: the vpoll end gets `SO_OOBINLINE` with its first PRI, so the urgent byte sits in the data
 //! stream and a read that reaches it clears PRI. ADD PRI first moves any queued IN
@@ -37,7 +44,7 @@ use rustix::net::{
     AddressFamily, RecvFlags, SendFlags, Shutdown, SocketFlags, SocketType, recv, send, shutdown,
     socketpair, sockopt,
 };
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::sync::OnceLock;
 
 const THIS: Backend = Backend::Emulated;
@@ -111,10 +118,16 @@ pub(crate) fn create(init: Events, cloexec: bool) -> Result<OwnedFd> {
     match registry::insert(vpoll.as_raw_fd(), ino, peer_raw) {
         None => return Err(Error::Io(Errno::MFILE.into())),
         Some(Some(stale)) => {
-            // The number's previous vpoll fd was closed behind our back; its peer is ours.
-            // SAFETY: `stale` was recorded as this process's private peer descriptor and
-            // its record is gone now, so nothing else will use or close it.
-            drop(unsafe { OwnedFd::from_raw_fd(stale) });
+            // The number's previous vpoll fd was closed with close(2), behind our back.
+            // Its peer is leaked rather than closed: its number may have been closed and
+            // reused too (closefrom in a child), and closing someone else's descriptor
+            // is worse than a leak that correct callers (`close`, `close_fd`,
+            // `vpoll_close`) never cause.
+            tracing::debug!(
+                fd = vpoll.as_raw_fd(),
+                stale_peer = stale,
+                "emulated: stale peer leaked"
+            );
         }
         Some(None) => {}
     }
