@@ -607,6 +607,18 @@ fn process_with_live_fds_exits_promptly() {
 }
 
 #[test]
+fn process_exits_promptly_while_other_threads_keep_the_server_busy() {
+    if !fuse_available() {
+        return;
+    }
+    // Exit kills the server thread; a request it had read but not answered must not leave
+    // its caller (and so the whole process) waiting forever.
+    for _ in 0..8 {
+        assert_eq!(ends_promptly("busy").code(), Some(3));
+    }
+}
+
+#[test]
 fn process_with_live_fds_ends_promptly_after_a_panic() {
     if !fuse_available() {
         return;
@@ -755,6 +767,19 @@ fn role_linger(how: &str) {
         }
     });
     let _ = epoll_wait(&ep, Some(Duration::ZERO));
+    if how == "busy" {
+        // Threads that keep the server busy, so exit most likely finds it mid-request.
+        for v in &fds[..2] {
+            let raw = v.as_raw_fd();
+            std::thread::spawn(move || {
+                // SAFETY: the fds are never closed (forgotten below) while the process lives.
+                let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+                loop {
+                    poll_now(fd);
+                }
+            });
+        }
+    }
     println!("READY");
     std::io::stdout().flush().unwrap();
     if how != "kill" {
@@ -769,7 +794,7 @@ fn role_linger(how: &str) {
     std::mem::forget(quiet);
     std::mem::forget(ep);
     match how {
-        "exit" => std::process::exit(3),
+        "exit" | "busy" => std::process::exit(3),
         "panic" => panic!("deliberate panic with live vpoll fds"),
         _ => std::process::exit(4),
     }

@@ -59,13 +59,15 @@ const FUSE_NOTIFY_POLL: i32 = 1;
 struct Shared {
     /// One slot per vpoll file.
     table: Table,
-    /// Our own duplicate of the `/dev/fuse` fd, for `FUSE_NOTIFY_POLL` writes from any thread.
+    /// A clone of the `/dev/fuse` file in the shared fd table, for `FUSE_NOTIFY_POLL` writes
+    /// from the ctl fast path (the server thread uses its own fd).
     notify: OwnedFd,
 }
 
 impl Shared {
-    /// Applies `op` to a file's mask and wakes its pollers if anything may have become ready.
-    fn apply(&self, slot: &Slot, op: Op, events: Events) -> std::io::Result<()> {
+    /// Applies `op` to a file's mask and wakes its pollers if anything may have become ready,
+    /// writing the notification to `dev` (a `/dev/fuse` fd valid in the caller's fd table).
+    fn apply(dev: BorrowedFd<'_>, slot: &Slot, op: Op, events: Events) -> std::io::Result<()> {
         let bits = events.bits();
         let now = match op {
             Op::Add => slot.mask.fetch_or(bits, Ordering::SeqCst) | bits,
@@ -86,7 +88,7 @@ impl Shared {
         // 0 means the file was never polled, so nobody waits for it (see `Server::poll`).
         match slot.kh.load(Ordering::SeqCst) {
             0 => Ok(()),
-            kh => notify_poll(self.notify.as_fd(), kh),
+            kh => notify_poll(dev, kh),
         }
     }
 }
@@ -260,7 +262,7 @@ pub(crate) fn ctl(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {
         e => Error::Io(e.into()),
     })?;
     if let Some((shared, slot)) = owned_slot(&id) {
-        return shared.apply(slot, op, events).map_err(Error::Io);
+        return Shared::apply(shared.notify.as_fd(), slot, op, events).map_err(Error::Io);
     }
     if !is_vpoll(fd, &id) {
         return Err(Error::NotVpoll);

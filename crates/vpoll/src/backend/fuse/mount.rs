@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 /// Where the FUSE device lives.
 const DEV_FUSE: &str = "/dev/fuse";
 
-/// The `/dev/fuse` fd owned by the server session (closed in a forked child), or -1.
+/// The server session's `/dev/fuse` fd while it is still in the shared fd table (closed in
+/// a forked child), or -1.
 static SERVER_FD: AtomicI32 = AtomicI32::new(-1);
-/// Our duplicate of it for notifications (closed in a forked child), or -1.
+/// Our clone of it for notifications (closed in a forked child), or -1.
 static NOTIFY_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// Opens `/dev/fuse`, with a reason fit for [`crate::Error::Unavailable`] on failure.
@@ -139,6 +140,52 @@ impl Drop for MountPoint {
     }
 }
 
+/// `FUSE_DEV_IOC_CLONE` (`_IOR(229, 0, uint32_t)`): attaches a fresh `/dev/fuse` file to
+/// the connection of the fd passed in.
+const FUSE_DEV_IOC_CLONE: libc::c_ulong = 0x8004_e500;
+/// `CLOSE_RANGE_UNSHARE`: give the calling thread a private fd table before closing.
+const CLOSE_RANGE_UNSHARE: libc::c_uint = 1 << 1;
+
+/// A second `/dev/fuse` file on the connection of `dev` (for notifications from any
+/// thread): a separate kernel file, so its lifetime is independent of the server's.
+fn clone_dev(dev: &OwnedFd) -> Result<OwnedFd> {
+    let clone = open_dev()?;
+    let mut source = dev.as_raw_fd() as u32;
+    // SAFETY: FUSE_DEV_IOC_CLONE reads one u32 (the source fd) through a valid pointer.
+    let rc = unsafe { libc::ioctl(clone.as_raw_fd(), FUSE_DEV_IOC_CLONE, &mut source) };
+    if rc == -1 {
+        let e = std::io::Error::last_os_error();
+        return Err(unavailable(THIS, format!("FUSE_DEV_IOC_CLONE failed: {e}")));
+    }
+    Ok(clone)
+}
+
+/// Gives the calling thread (the server) a private fd table that holds only `keep`.
+///
+/// This is what makes exit safe while a request is being served: `exit_group` kills the
+/// server thread, its private table is released, closing its `/dev/fuse` file ends every
+/// request it had read but not answered, and the threads waiting for them can exit. With
+/// a shared table the waiting thread itself would keep that file open forever.
+fn isolate_fd_table(keep: i32) -> std::io::Result<()> {
+    let keep = keep as libc::c_uint;
+    let ranges = [
+        (0, keep.wrapping_sub(1), CLOSE_RANGE_UNSHARE),
+        (keep + 1, libc::c_uint::MAX, 0),
+    ];
+    for (first, last, flags) in ranges {
+        if keep == 0 && flags == CLOSE_RANGE_UNSHARE {
+            continue;
+        }
+        // SAFETY: close_range only closes descriptors; after the first call (which
+        // unshares) it acts on this thread's private table, whose fds nothing else uses.
+        let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
+        if rc == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Mounts a fresh vpoll filesystem, starts its server thread and detaches it.
 pub(super) fn mount() -> Result<Global> {
     let dev = open_dev()?;
@@ -176,33 +223,58 @@ pub(super) fn mount() -> Result<Global> {
     point.mounted = true;
     tracing::trace!(path = %point.path().display(), "vpoll fuse: mounted");
 
-    let notify = dev
-        .try_clone()
-        .map_err(|e| unavailable(THIS, format!("cannot duplicate the /dev/fuse fd: {e}")))?;
+    let notify = clone_dev(&dev)?;
+    NOTIFY_FD.store(notify.as_raw_fd(), Ordering::SeqCst);
+    let server_raw = dev.as_raw_fd();
+    SERVER_FD.store(server_raw, Ordering::SeqCst);
+    register_fork_handler();
     let shared: &'static Shared = Box::leak(Box::new(Shared {
         table: Table::new(),
         notify,
     }));
-    let server_raw = dev.as_raw_fd();
     let session = fuser::Session::from_fd(
-        Server { shared, uid, gid },
+        Server {
+            shared,
+            dev: server_raw,
+            uid,
+            gid,
+        },
         dev,
         fuser::SessionACL::All,
         fuser::Config::default(),
     )
     .map_err(|e| unavailable(THIS, format!("FUSE handshake failed: {e}")))?;
-    SERVER_FD.store(server_raw, Ordering::SeqCst);
-    NOTIFY_FD.store(shared.notify.as_raw_fd(), Ordering::SeqCst);
-    register_fork_handler();
+    let (isolated_tx, isolated_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("greenfd-vpoll-fuse".into())
         .spawn(move || {
+            // Nothing below may use another fd: this thread (and the fuser thread it
+            // starts) will see only the session's /dev/fuse file.
+            let isolated = isolate_fd_table(server_raw);
+            let _ = isolated_tx.send(isolated);
             let result = session.run();
-            // The session closed its fd; a forked child must not close that number now.
+            // Without a private table the session just closed the shared number.
             SERVER_FD.store(-1, Ordering::SeqCst);
             tracing::debug!(?result, "vpoll fuse: server stopped");
         })
         .map_err(|e| unavailable(THIS, format!("cannot start the FUSE server thread: {e}")))?;
+    match isolated_rx.recv() {
+        Ok(Ok(())) => {
+            // The server has its own copy; ours must go so that only the server thread
+            // holds that file. Forget the number first: a fork now must not close it
+            // after it has been reused.
+            SERVER_FD.store(-1, Ordering::SeqCst);
+            // SAFETY: `server_raw` in this (shared) table is an alias no Rust object owns
+            // any more: the session's OwnedFd lives in the server thread's private table.
+            unsafe { libc::close(server_raw) };
+        }
+        Ok(Err(e)) => tracing::warn!(
+            %e,
+            "vpoll fuse: no private fd table for the server (close_range); \
+             a process that exits while a request is in flight may hang"
+        ),
+        Err(_) => return Err(unavailable(THIS, "the FUSE server thread died at start")),
+    }
 
     // The root's attributes (st_dev) come from the server, which now runs.
     let dir = rustix::fs::open(

@@ -20,6 +20,7 @@ use fuser::{
     ReplyOpen, ReplyPoll, ReplyWrite, Request, WriteFlags,
 };
 use std::ffi::OsStr;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
@@ -32,6 +33,9 @@ const ENTRY_TTL: Duration = Duration::ZERO;
 pub(super) struct Server {
     /// Slots and the notification channel, shared with the ctl fast path.
     pub(super) shared: &'static Shared,
+    /// The session's `/dev/fuse` fd, the only fd in the server thread's private table: where
+    /// the server writes its notifications.
+    pub(super) dev: RawFd,
     /// Owner of every file (the mounting process's effective uid).
     pub(super) uid: u32,
     /// Group of every file.
@@ -143,7 +147,9 @@ impl Filesystem for Server {
             return reply.error(Errno::EINVAL);
         };
         tracing::trace!(ino = fh.0, ?op, ?events, "vpoll fuse: ctl via write");
-        match self.shared.apply(slot, op, events) {
+        // SAFETY: requests are served only inside `Session::run`, which owns `dev` open.
+        let dev = unsafe { BorrowedFd::borrow_raw(self.dev) };
+        match Shared::apply(dev, slot, op, events) {
             Ok(()) => reply.written(WORD as u32),
             Err(e) => reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),
         }
