@@ -45,9 +45,8 @@
 //! elsewhere in the process). The pending clients are then served, not dropped.
 
 use crate::framing::{FrameError, Framing, split_frames};
-use crate::notify::Notify;
 use crate::outbuf::OutBuf;
-use greenfd_reactor::{Events, Interest, Mode, Poller};
+use greenfd_reactor::{Events, Interest, Mode, Poller, Waker};
 use rustix::event::epoll::EventFlags;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
@@ -299,7 +298,7 @@ impl Stats {
 #[derive(Debug)]
 struct Shared {
     /// Wakes the reactor when a cross-thread send or shutdown is queued.
-    waker: Notify,
+    waker: Waker,
     /// Per slot: generation (high bits) and queued output bytes (low bits).
     slots: Box<[AtomicU64]>,
     /// Asked to stop.
@@ -709,7 +708,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
             listen(addr, &config).map_err(|source| EngineError::Bind { addr, source })?;
         let local_addr = listener.local_addr()?;
         let poller = Poller::new()?;
-        let waker = Notify::new()?;
+        let waker = Waker::new()?;
         poller.add(listener.as_fd(), LISTENER, Interest::READABLE, Mode::Edge)?;
         poller.add(waker.as_fd(), WAKER, Interest::READABLE, Mode::Level)?;
         let shared = Arc::new(Shared {

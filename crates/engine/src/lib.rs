@@ -50,7 +50,6 @@
 mod engine;
 pub mod framing;
 mod group;
-mod notify;
 mod outbuf;
 pub mod resp_server;
 
