@@ -450,6 +450,7 @@ fn spawn_role(role: &str, fds_to_keep: &[BorrowedFd<'_>]) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", "zz_role", "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
+        .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -576,6 +577,38 @@ fn ctl_from_another_process_reaches_the_owners_epoll() {
     assert_eq!(v.events().unwrap(), Events::OUT | Events::PRI);
 }
 
+#[test]
+fn without_cap_sys_admin_probe_and_create_say_why() {
+    if !fuse_available() {
+        return;
+    }
+    let mut child = spawn_role("nocap", &[]);
+    let rx = lines_of(&mut child);
+    let status = wait_promptly(&mut child);
+    let lines = rest(&rx);
+    assert!(
+        status.success(),
+        "child failed: {status}, output {lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l == "nocap ok"), "{lines:#?}");
+}
+
+#[test]
+fn a_forked_child_creates_its_own_vpoll_fds_and_ctls_inherited_ones() {
+    if !fuse_available() {
+        return;
+    }
+    let mut child = spawn_role("fork-create", &[]);
+    let rx = lines_of(&mut child);
+    let status = wait_promptly(&mut child);
+    let lines = rest(&rx);
+    assert!(
+        status.success(),
+        "child failed: {status}, output {lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l == "fork-create ok"), "{lines:#?}");
+}
+
 /// Runs a child that holds live vpoll fds (watched by epoll, one thread blocked in
 /// `epoll_wait`) and ends in `how`; checks it terminates promptly and leaves no mount.
 fn ends_promptly(how: &str) -> std::process::ExitStatus {
@@ -645,6 +678,8 @@ fn zz_role() {
     match role.as_str() {
         "fork" => role_fork(),
         "ctl" => role_ctl(),
+        "nocap" => role_nocap(),
+        "fork-create" => role_fork_create(),
         r if r.starts_with("linger:") => role_linger(&r["linger:".len()..]),
         other => panic!("unknown role {other}"),
     }
@@ -673,6 +708,73 @@ fn role_ctl() {
     let now = greenfd_vpoll::events_fd(fd).expect("events via poll");
     assert_eq!(now, Events::OUT | Events::PRI);
     println!("saw OUT|PRI, backend {backend}");
+}
+
+/// Drops CAP_SYS_ADMIN, then expects the backend to refuse with a reason.
+fn role_nocap() {
+    use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
+    let mut caps = capabilities(None).unwrap();
+    caps.effective -= CapabilitySet::SYS_ADMIN;
+    caps.permitted -= CapabilitySet::SYS_ADMIN;
+    set_capabilities(None, caps).unwrap();
+    let why = Backend::Fuse
+        .probe()
+        .expect_err("probe must fail without CAP_SYS_ADMIN");
+    assert!(
+        matches!(
+            why,
+            Error::Unavailable {
+                backend: "fuse",
+                ..
+            }
+        ),
+        "{why}"
+    );
+    assert!(why.to_string().contains("CAP_SYS_ADMIN"), "{why}");
+    let err = Builder::new().backend(Backend::Fuse).build().unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    println!("nocap ok");
+}
+
+/// A forked child mounts its own filesystem for new fds and still controls the parent's.
+///
+/// The child allocates and starts a thread, which a fork of a multithreaded process only
+/// allows when no lock was held at fork time; nothing else runs in this process then.
+fn role_fork_create() {
+    let v = vpoll(Events::empty());
+    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    let raw = v.as_raw_fd();
+    // SAFETY: see the function comment; the child ends with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(|| {
+            let own = vpoll(Events::PRI);
+            assert_eq!(own.backend(), Backend::Fuse);
+            let own_ep = epoll_on(own.as_fd(), EventFlags::empty());
+            own.add(Events::IN).unwrap();
+            assert_eq!(
+                epoll_wait(&own_ep, None),
+                vec![(7, Events::IN | Events::PRI)]
+            );
+            // SAFETY: `raw` is open in the child (inherited).
+            let inherited = unsafe { BorrowedFd::borrow_raw(raw) };
+            greenfd_vpoll::ctl_fd(inherited, Op::Add, Events::OUT).unwrap();
+            own.close().unwrap();
+        })
+        .map_or(1, |()| 0);
+        // SAFETY: leaving the forked child without running the parent's atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    assert_eq!(epoll_wait(&ep, None), vec![(7, Events::OUT)]);
+    let mut status = 0;
+    // SAFETY: waiting for our own child with a valid status pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child {status:#x}"
+    );
+    println!("fork-create ok");
 }
 
 /// Sleeps `ms` milliseconds with nanosleep(2) (async-signal-safe).
