@@ -180,19 +180,30 @@ impl Samples {
     }
 }
 
-/// Samples every probe `plan.rounds` times, one sample of each per round, rotating the
-/// order every round. Returns the samples in probe order.
+/// Samples every probe `plan.rounds` times. Within a round the probes take turns in
+/// short slices (the order rotating every slice), so a burst of noise from the rest of
+/// the machine hits ours and the peer alike; a probe's sample for the round is the mean
+/// of its slices. Returns the samples in probe order.
 fn measure(probes: &mut [Probe], plan: Plan) -> io::Result<Vec<Samples>> {
+    let slice = plan.budget / SLICES;
     let mut out = vec![Samples::default(); probes.len()];
-    for round in 0..plan.rounds {
-        for k in 0..probes.len() {
-            let i = (k + round) % probes.len();
-            let ns = (probes[i].sample)(plan.budget)?;
-            out[i].0.push(ns);
+    for _round in 0..plan.rounds {
+        let mut sums = vec![0.0; probes.len()];
+        for turn in 0..SLICES as usize {
+            for k in 0..probes.len() {
+                let i = (k + turn) % probes.len();
+                sums[i] += (probes[i].sample)(slice)?;
+            }
+        }
+        for (samples, sum) in out.iter_mut().zip(sums) {
+            samples.0.push(sum / f64::from(SLICES));
         }
     }
     Ok(out)
 }
+
+/// Slices per round and probe (see [`measure`]).
+const SLICES: u32 = 10;
 
 /// What a row must show to pass.
 #[derive(Clone, Copy, Debug)]
@@ -718,7 +729,7 @@ mod tests {
     }
 
     #[test]
-    fn measure_rotates_and_collects_per_probe() {
+    fn measure_interleaves_and_collects_per_probe() {
         let order = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         let probe = |name: &'static str, v: f64| {
             let order = order.clone();
@@ -736,7 +747,9 @@ mod tests {
             budget: Duration::ZERO,
         };
         let s = measure(&mut probes, plan).unwrap();
-        assert_eq!(*order.borrow(), vec!["a", "b", "b", "a"]);
+        let order = order.borrow();
+        assert_eq!(order.len(), 2 * 2 * SLICES as usize);
+        assert_eq!(order[..4], ["a", "b", "b", "a"]);
         assert_eq!((s[0].median(), s[1].median()), (1.0, 2.0));
         let rows = rows(&VPOLL_COMPARE[..1], &probes, &s, Placement::Pinned);
         assert!(rows.is_empty(), "probe names do not match, so no row");

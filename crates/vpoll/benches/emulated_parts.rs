@@ -75,6 +75,23 @@ fn main() {
             }),
         ),
         (
+            "+SO_SNDBUF+SO_COOKIE",
+            Box::new(|| {
+                let (x, _y) = pair();
+                sockopt::set_socket_send_buffer_size(&x, 1).unwrap();
+                sockopt::socket_cookie(&x).unwrap();
+            }),
+        ),
+        (
+            "+SO_SNDBUF+fstat+send1k",
+            Box::new(move || {
+                let (x, _y) = pair();
+                sockopt::set_socket_send_buffer_size(&x, 1).unwrap();
+                rustix::fs::fstat(&x).unwrap();
+                rustix::net::send(&x, &fill[..1024], SendFlags::DONTWAIT).unwrap();
+            }),
+        ),
+        (
             "+SO_SNDBUF+fstat+send",
             Box::new(move || {
                 let (x, _y) = pair();

@@ -2,7 +2,7 @@
 //!
 //! The user holds one end (the *vpoll end*); this process keeps the other (the
 //! *peer*) in the [`registry`](super::registry), found from the vpoll fd's number and
-//! verified by its inode. Every bit of state lives in the kernel's socket objects,
+//! verified by its socket cookie. Every bit of state lives in the kernel's socket objects,
 //! never in a per-process copy, so operations are idempotent and a forked child that
 //! inherited both descriptors can control the fd and the parent sees the result.
 //!
@@ -24,7 +24,7 @@
 //!
 //! The hot path (ADD IN → wait → DEL IN) is one `send` and one `recv`, the same
 //! syscalls as a bare socketpair, plus a lock-free table lookup. The lookup trusts the
-//! descriptor number (a `VpollFd` owns its fd; `ctl_fd` verifies it by inode first), and
+//! descriptor number (a `VpollFd` owns its fd; `ctl_fd` verifies it by cookie first), and
 //! the peer's number is trusted too: a program that closes descriptors it does not own
 //! by number (closefrom in a forked child while keeping the vpoll fd) breaks it.
 //!
@@ -113,9 +113,9 @@ pub(crate) fn create(init: Events, cloexec: bool) -> Result<OwnedFd> {
     let (vpoll, peer) = new_pair(cloexec)?;
     // A minimal send buffer makes "not writable" one small send away.
     sockopt::set_socket_send_buffer_size(&vpoll, 1)?;
-    let ino = registry::inode(vpoll.as_fd())?;
+    let id = registry::cookie(vpoll.as_fd())?;
     let peer_raw = peer.as_raw_fd();
-    match registry::insert(vpoll.as_raw_fd(), ino, peer_raw) {
+    match registry::insert(vpoll.as_raw_fd(), id, peer_raw) {
         None => return Err(Error::Io(Errno::MFILE.into())),
         Some(Some(stale)) => {
             // The number's previous vpoll fd was closed with close(2), behind our back.
@@ -152,8 +152,16 @@ pub(crate) fn create(init: Events, cloexec: bool) -> Result<OwnedFd> {
     Ok(vpoll)
 }
 
+/// Whether a registry record is an Emulated one (it has a peer).
+fn is_ours(e: &registry::Entry) -> bool {
+    e.peer >= 0
+}
+
 pub(crate) fn owns(fd: BorrowedFd<'_>) -> bool {
-    registry::find(fd).is_some_and(|e| e.peer >= 0)
+    registry::cookie(fd)
+        .ok()
+        .and_then(|id| registry::find(fd, id, is_ours))
+        .is_some()
 }
 
 /// The vpoll end and its peer.
@@ -165,12 +173,15 @@ struct Pair<'a> {
 }
 
 /// The pair of `fd`: by number (callers pass a `VpollFd`'s own fd or one that
-/// `identify` just verified), else by inode for a `dup` of a vpoll fd.
+/// `identify` just verified), else by cookie for a `dup` of a vpoll fd.
 fn pair(fd: BorrowedFd<'_>) -> Result<Pair<'_>> {
-    let entry = registry::get(fd.as_raw_fd())
-        .or_else(|| registry::find(fd))
-        .filter(|e| e.peer >= 0)
-        .ok_or(Error::NotVpoll)?;
+    let entry = match registry::get(fd.as_raw_fd()).filter(is_ours) {
+        Some(e) => e,
+        None => {
+            let id = registry::cookie(fd).map_err(|_| Error::NotVpoll)?;
+            registry::find(fd, id, is_ours).ok_or(Error::NotVpoll)?
+        }
+    };
     Ok(Pair {
         vpoll: fd,
         // SAFETY: the peer stays open while its record exists, and the record lives as

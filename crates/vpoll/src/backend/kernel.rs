@@ -61,7 +61,11 @@ pub(crate) fn create(init: Events, cloexec: bool) -> Result<OwnedFd> {
 }
 
 pub(crate) fn owns(fd: BorrowedFd<'_>) -> bool {
-    PROBE.get().is_some_and(|p| p.is_ok()) && registry::find(fd).is_some_and(|e| e.peer < 0)
+    PROBE.get().is_some_and(|p| p.is_ok())
+        && registry::inode(fd)
+            .ok()
+            .and_then(|ino| registry::find(fd, ino, |e| e.peer < 0))
+            .is_some()
 }
 
 pub(crate) fn ctl(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {

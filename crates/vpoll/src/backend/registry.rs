@@ -5,8 +5,9 @@
 //! by looking (a vpoll eventfd looks like any eventfd). They record each fd here,
 //! keyed by descriptor number and verified by the fd's inode, so that:
 //!
-//! * a reused descriptor number is never confused with the vpoll fd that had it
-//!   (the inode differs: sockets and anonymous inodes get fresh inode numbers);
+//! * a reused descriptor number is never confused with the vpoll fd that had it (the
+//!   identity differs: each backend records one that is never reused while the fd
+//!   lives, a socket cookie or an inode number);
 //! * a forked child, which inherits this table and the descriptors, can look fds
 //!   up without taking a lock that another thread of the parent may have held at
 //!   the moment of `fork` (a lookup is a few atomic loads, no allocation);
@@ -28,7 +29,7 @@ const CHUNKS: usize = 1 << 18;
 
 /// One descriptor number's record.
 struct Slot {
-    /// Inode of the vpoll fd that had this number when it was recorded; 0 = empty.
+    /// Identity of the vpoll fd that had this number when it was recorded; 0 = empty.
     ino: AtomicU64,
     /// The backend's private companion descriptor (-1 if it has none).
     peer: AtomicI32,
@@ -46,7 +47,7 @@ static TABLE: [AtomicPtr<Chunk>; CHUNKS] = [const { AtomicPtr::new(std::ptr::nul
 /// What the table knows about one vpoll fd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
-    /// The inode that identifies the vpoll fd.
+    /// The identity (socket cookie or inode) of the vpoll fd.
     pub(crate) ino: u64,
     /// The companion descriptor, or -1.
     pub(crate) peer: RawFd,
@@ -94,12 +95,18 @@ fn slot_or_alloc(fd: RawFd) -> Option<&'static Slot> {
     slot(fd)
 }
 
-/// The inode of `fd` if it is a socket or an anonymous-inode file (0 otherwise).
+/// The inode number of `fd`: the identity of an fd that is not a socket.
 pub(crate) fn inode(fd: BorrowedFd<'_>) -> rustix::io::Result<u64> {
     Ok(rustix::fs::fstat(fd)?.st_ino)
 }
 
-/// Records `fd` (with inode `ino`) and its companion `peer`. Returns the companion
+/// The socket cookie of `fd`: a 64-bit identity the kernel never reuses, and cheaper
+/// to read than an inode. Fails (ENOTSOCK) for anything that is not a socket.
+pub(crate) fn cookie(fd: BorrowedFd<'_>) -> rustix::io::Result<u64> {
+    rustix::net::sockopt::socket_cookie(fd)
+}
+
+/// Records `fd` (with identity `ino`, never 0) and its companion `peer`. Returns the companion
 /// of a stale record that had this number (its vpoll fd was closed without
 /// [`remove`]), which the caller should close.
 pub(crate) fn insert(fd: RawFd, ino: u64, peer: RawFd) -> Option<Option<RawFd>> {
@@ -130,18 +137,18 @@ pub(crate) fn get(fd: RawFd) -> Option<Entry> {
     }
 }
 
-/// The record for `fd`, verified by inode: by its own number first, else by a
-/// scan for the same inode (a `dup` of a recorded fd).
-pub(crate) fn find(fd: BorrowedFd<'_>) -> Option<Entry> {
-    let ino = inode(fd).ok()?;
-    if let Some(e) = get(fd.as_raw_fd()).filter(|e| e.ino == ino) {
+/// The record of `fd`, whose identity is `ino`, among those `kind` accepts: by its
+/// own number first, else by a scan for the same identity (a `dup` of a recorded fd).
+pub(crate) fn find(fd: BorrowedFd<'_>, ino: u64, kind: impl Fn(&Entry) -> bool) -> Option<Entry> {
+    let ok = |e: &Entry| e.ino == ino && kind(e);
+    if let Some(e) = get(fd.as_raw_fd()).filter(ok) {
         return Some(e);
     }
-    scan(ino)
+    scan(ok)
 }
 
-/// The record whose inode is `ino`, by a linear scan of the allocated chunks.
-fn scan(ino: u64) -> Option<Entry> {
+/// The first record `ok` accepts, by a linear scan of the allocated chunks.
+fn scan(ok: impl Fn(&Entry) -> bool) -> Option<Entry> {
     for (c, chunk) in TABLE.iter().enumerate() {
         let chunk = chunk.load(Ordering::Acquire);
         if chunk.is_null() {
@@ -149,7 +156,7 @@ fn scan(ino: u64) -> Option<Entry> {
         }
         for i in 0..CHUNK {
             let fd = (c * CHUNK + i) as RawFd;
-            if let Some(e) = get(fd).filter(|e| e.ino == ino) {
+            if let Some(e) = get(fd).filter(&ok) {
                 return Some(e);
             }
         }
@@ -157,7 +164,7 @@ fn scan(ino: u64) -> Option<Entry> {
     None
 }
 
-/// Forgets the record of `fd` if it still has inode `ino`; returns it.
+/// Forgets the record of `fd` if it still has identity `ino`; returns it.
 pub(crate) fn remove(fd: RawFd, ino: u64) -> Option<Entry> {
     let s = slot(fd)?;
     s.ino
@@ -181,23 +188,27 @@ mod tests {
             None,
         )
         .unwrap();
-        let ino = inode(a.as_fd()).unwrap();
+        let ino = cookie(a.as_fd()).unwrap();
         let fd = a.as_raw_fd();
+        let any = |_: &Entry| true;
         assert_eq!(insert(fd, ino, b.as_raw_fd()), Some(None));
-        assert_eq!(
-            find(a.as_fd()),
-            Some(Entry {
-                ino,
-                peer: b.as_raw_fd()
-            })
-        );
-        // The peer socket has another inode, so it is not mistaken for `a`.
-        assert_eq!(find(b.as_fd()), None);
+        let expect = Entry {
+            ino,
+            peer: b.as_raw_fd(),
+        };
+        assert_eq!(find(a.as_fd(), ino, any), Some(expect));
+        assert_eq!(find(a.as_fd(), ino, |e| e.peer < 0), None);
+        // The peer socket has another identity, so it is not mistaken for `a`.
+        let b_id = cookie(b.as_fd()).unwrap();
+        assert_ne!(b_id, ino);
+        assert_eq!(find(b.as_fd(), b_id, any), None);
+        // A dup shares the socket, so its cookie, and is found by a scan.
         let dup = rustix::io::dup(&a).unwrap();
-        assert_eq!(find(dup.as_fd()).map(|e| e.ino), Some(ino));
+        assert_eq!(cookie(dup.as_fd()).unwrap(), ino);
+        assert_eq!(find(dup.as_fd(), ino, any), Some(expect));
         assert_eq!(remove(fd, ino + 1), None);
-        assert!(remove(fd, ino).is_some());
-        assert_eq!(find(a.as_fd()), None);
+        assert_eq!(remove(fd, ino), Some(expect));
+        assert_eq!(find(a.as_fd(), ino, any), None);
     }
 
     #[test]
