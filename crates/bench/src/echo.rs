@@ -138,54 +138,83 @@ fn load_many(addr: SocketAddr, conns: usize, size: usize, duration: Duration) ->
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
+/// greenfd: the engine with raw framing and the `Echo` handler (what `greenfd serve
+/// --echo` runs), on its own thread.
+pub fn greenfd_echo(config: greenfd_engine::Config) -> io::Result<Server> {
+    use greenfd_engine::{Echo, Engine, Raw};
+    let engine = Engine::bind_with(([127, 0, 0, 1], 0).into(), Raw::default(), Echo, config)
+        .map_err(io::Error::other)?;
+    let (addr, handle) = (engine.local_addr(), engine.handle());
+    let thread = std::thread::Builder::new()
+        .name("greenfd-echo".into())
+        .spawn(move || engine.run().map_err(io::Error::other))?;
+    Ok(Server::new(
+        addr,
+        Box::new(move || handle.shutdown()),
+        thread,
+    ))
+}
+
 /// The tokio peer: a `current_thread` runtime, one task per connection.
 pub fn tokio_echo() -> io::Result<Server> {
     let std_listener = listener()?;
     let addr = std_listener.local_addr()?;
-    std_listener.set_nonblocking(true)?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("tokio-echo".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build()?;
-            rt.block_on(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let listener = tokio::net::TcpListener::from_std(std_listener)?;
-                let accept = async {
+        .spawn(move || run_tokio_echo(std_listener, async move { drop(rx.await) }))?;
+    Ok(Server::new(addr, Box::new(move || drop(tx)), thread))
+}
+
+/// Serves the tokio echo peer on `addr` until the process is killed (the idle-memory
+/// scenario runs it as a child process).
+pub fn serve_tokio_echo(addr: SocketAddr) -> io::Result<()> {
+    run_tokio_echo(TcpListener::bind(addr)?, std::future::pending())
+}
+
+/// The tokio echo loop on `std_listener` until `stop` completes.
+fn run_tokio_echo(
+    std_listener: TcpListener,
+    stop: impl std::future::Future<Output = ()>,
+) -> io::Result<()> {
+    std_listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let accept = async {
+            loop {
+                let (mut s, _) = listener.accept().await?;
+                s.set_nodelay(true)?;
+                tokio::task::spawn_local(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
                     loop {
-                        let (mut s, _) = listener.accept().await?;
-                        s.set_nodelay(true)?;
-                        tokio::task::spawn_local(async move {
-                            let mut buf = vec![0u8; 16 * 1024];
-                            loop {
-                                match s.read(&mut buf).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => {
-                                        if s.write_all(&buf[..n]).await.is_err() {
-                                            return;
-                                        }
-                                    }
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if s.write_all(&buf[..n]).await.is_err() {
+                                    return;
                                 }
                             }
-                        });
-                    }
-                    #[allow(unreachable_code)]
-                    Ok::<(), io::Error>(())
-                };
-                let local = tokio::task::LocalSet::new();
-                local
-                    .run_until(async {
-                        tokio::select! {
-                            r = accept => r,
-                            _ = rx => Ok(()),
                         }
-                    })
-                    .await
+                    }
+                });
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), io::Error>(())
+        };
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                tokio::select! {
+                    r = accept => r,
+                    _ = stop => Ok(()),
+                }
             })
-        })?;
-    Ok(Server::new(addr, Box::new(move || drop(tx)), thread))
+            .await
+    })
 }
 
 /// The raw mio peer: one thread, edge-triggered, read to EAGAIN and write back.
@@ -292,7 +321,11 @@ mod tests {
 
     #[test]
     fn peers_echo_for_one_and_many_connections() {
-        for server in [tokio_echo().unwrap(), mio_echo().unwrap()] {
+        for server in [
+            greenfd_echo(Default::default()).unwrap(),
+            tokio_echo().unwrap(),
+            mio_echo().unwrap(),
+        ] {
             assert!(load(server.addr, 1, 64, Duration::from_millis(100)).unwrap() > 0.0);
             assert!(load(server.addr, 20, 64, Duration::from_millis(100)).unwrap() > 0.0);
             server.stop().unwrap();

@@ -19,4 +19,5 @@ pub mod pin;
 pub mod process;
 pub mod report;
 pub mod resp;
+pub mod scenarios;
 pub mod wake;

@@ -50,23 +50,24 @@ impl Samples {
 }
 
 /// Runs `ours` and `peer` alternately `reps` times (order flipped every round so
-/// neither always runs on a warm or cold machine) and collects their results.
-pub fn alternate(
+/// neither always runs on a warm or cold machine) and collects their results; the
+/// first failure ends the comparison.
+pub fn alternate<E>(
     reps: usize,
-    mut ours: impl FnMut() -> f64,
-    mut peer: impl FnMut() -> f64,
-) -> (Samples, Samples) {
+    mut ours: impl FnMut() -> Result<f64, E>,
+    mut peer: impl FnMut() -> Result<f64, E>,
+) -> Result<(Samples, Samples), E> {
     let (mut a, mut b) = (Samples::default(), Samples::default());
     for round in 0..reps {
         if round % 2 == 0 {
-            a.push(ours());
-            b.push(peer());
+            a.push(ours()?);
+            b.push(peer()?);
         } else {
-            b.push(peer());
-            a.push(ours());
+            b.push(peer()?);
+            a.push(ours()?);
         }
     }
-    (a, b)
+    Ok((a, b))
 }
 
 /// Mean nanoseconds per iteration of `f` over about `budget` of wall time.
@@ -101,18 +102,33 @@ mod tests {
     #[test]
     fn alternate_flips_order() {
         let order = std::cell::RefCell::new(Vec::new());
-        let (a, b) = alternate(
+        let (a, b) = alternate::<()>(
             3,
             || {
                 order.borrow_mut().push('o');
-                1.0
+                Ok(1.0)
             },
             || {
                 order.borrow_mut().push('p');
-                2.0
+                Ok(2.0)
             },
-        );
+        )
+        .unwrap();
         assert_eq!(order.into_inner(), vec!['o', 'p', 'p', 'o', 'o', 'p']);
         assert_eq!((a.median(), b.median()), (1.0, 2.0));
+        let mut calls = 0;
+        let failed = alternate(
+            3,
+            || {
+                calls += 1;
+                if calls == 2 {
+                    Err("second run failed")
+                } else {
+                    Ok(1.0)
+                }
+            },
+            || Ok(2.0),
+        );
+        assert_eq!(failed, Err("second run failed"));
     }
 }

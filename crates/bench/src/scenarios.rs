@@ -1,0 +1,254 @@
+//! The scenarios of DESIGN §7, each producing report rows (ours vs peer, same run).
+
+use crate::echo::{self, Server};
+use crate::measure::{Samples, alternate};
+use crate::pin::{self, Placement};
+use crate::process::{ChildGuard, free_port, have};
+use crate::report::{Better, Row};
+use crate::{memory, resp, wake};
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// How long and how often to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Alternating repetitions per figure.
+    pub reps: usize,
+    /// Length of one throughput run.
+    pub run: Duration,
+    /// Whether this is the short CI smoke variant.
+    pub quick: bool,
+}
+
+impl Plan {
+    /// The full plan (minutes) or the quick smoke plan (seconds).
+    pub fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                reps: 2,
+                run: Duration::from_millis(250),
+                quick,
+            }
+        } else {
+            Plan {
+                reps: 5,
+                run: Duration::from_secs(2),
+                quick,
+            }
+        }
+    }
+}
+
+/// Reports progress of long runs on stderr.
+pub type Progress<'a> = &'a dyn Fn(&str);
+
+fn echo_rate(
+    start: impl Fn() -> io::Result<Server>,
+    conns: usize,
+    run: Duration,
+) -> io::Result<f64> {
+    let server = start()?;
+    let rate = echo::load(server.addr, conns, 64, run);
+    server.stop()?;
+    rate
+}
+
+fn row(
+    scenario: String,
+    unit: &'static str,
+    (ours, peer): (Samples, Samples),
+    peer_name: &str,
+    better: Better,
+    goal: f64,
+) -> Row {
+    Row {
+        scenario,
+        unit,
+        ours,
+        peer_name: peer_name.into(),
+        peer,
+        better,
+        goal,
+    }
+}
+
+/// Echo ping-pong, 64 B: 1 connection vs tokio and vs raw mio, 1000 connections vs
+/// tokio; each under both placements.
+pub fn echo(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
+    memory::raise_nofile()?;
+    let many = if plan.quick { 200 } else { 1000 };
+    let greenfd = || echo::greenfd_echo(Default::default());
+    let mut rows = Vec::new();
+    for placement in Placement::BOTH {
+        let _guard = pin::apply(placement)?;
+        let tag = placement.label();
+        progress(&format!("echo 1 conn vs tokio ({tag})"));
+        let s = alternate(
+            plan.reps,
+            || echo_rate(greenfd, 1, plan.run),
+            || echo_rate(echo::tokio_echo, 1, plan.run),
+        )?;
+        rows.push(row(
+            format!("echo 1 conn 64 B ({tag})"),
+            "msgs/s",
+            s,
+            "tokio current_thread",
+            Better::Higher,
+            1.0,
+        ));
+        progress(&format!("echo 1 conn vs mio ({tag})"));
+        let s = alternate(
+            plan.reps,
+            || echo_rate(greenfd, 1, plan.run),
+            || echo_rate(echo::mio_echo, 1, plan.run),
+        )?;
+        rows.push(row(
+            format!("echo 1 conn 64 B ({tag})"),
+            "msgs/s",
+            s,
+            "raw mio loop",
+            Better::Higher,
+            0.95,
+        ));
+        progress(&format!("echo {many} conns vs tokio ({tag})"));
+        let s = alternate(
+            plan.reps,
+            || echo_rate(greenfd, many, plan.run),
+            || echo_rate(echo::tokio_echo, many, plan.run),
+        )?;
+        rows.push(row(
+            format!("echo {many} conns 64 B ({tag})"),
+            "msgs/s",
+            s,
+            "tokio current_thread",
+            Better::Higher,
+            1.1,
+        ));
+    }
+    Ok(rows)
+}
+
+/// Cross-thread wake → task runs, round trip, greenfd rt vs tokio, both placements.
+pub fn wake(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
+    let rounds = if plan.quick { 500 } else { 5000 };
+    let mut rows = Vec::new();
+    for placement in Placement::BOTH {
+        let _guard = pin::apply(placement)?;
+        let tag = placement.label();
+        progress(&format!("wake ({tag})"));
+        let s = alternate(
+            plan.reps,
+            || wake::round_trip_us(wake::Runtime::Greenfd, rounds),
+            || wake::round_trip_us(wake::Runtime::Tokio, rounds),
+        )?;
+        rows.push(row(
+            format!("cross-thread wake → task runs ({tag})"),
+            "µs",
+            s,
+            "tokio current_thread",
+            Better::Lower,
+            1.0,
+        ));
+    }
+    Ok(rows)
+}
+
+/// Starts `greenfd serve` (from `exe`) with `mode` on a free port.
+fn spawn_greenfd_serve(exe: &Path, mode: &str) -> io::Result<(ChildGuard, SocketAddr)> {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let mut cmd = Command::new(exe);
+    cmd.args(["serve", mode, "--addr", &addr.to_string()]);
+    Ok((ChildGuard::spawn_listening(cmd, addr)?, addr))
+}
+
+/// redis-benchmark (-c 50; PING, SET, GET; -P 1 and -P 16) against `greenfd serve
+/// --resp` and a single-threaded redis-server, both placements.
+pub fn resp(exe: &Path, plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
+    for tool in ["redis-server", "redis-benchmark"] {
+        if !have(tool) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{tool} not found (Debian packages redis-server, redis-tools)"),
+            ));
+        }
+    }
+    let requests = if plan.quick { 20_000 } else { 200_000 };
+    let mut rows = Vec::new();
+    for placement in Placement::BOTH {
+        let _guard = pin::apply(placement)?;
+        let tag = placement.label();
+        for pipeline in [1, 16] {
+            progress(&format!("resp -P {pipeline} ({tag})"));
+            let mut ours: Vec<(String, Samples)> = Vec::new();
+            let mut peer: Vec<(String, Samples)> = Vec::new();
+            let record = |into: &mut Vec<(String, Samples)>, results: Vec<(String, f64)>| {
+                for (name, rps) in results {
+                    match into.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, s)) => s.push(rps),
+                        None => into.push((name, Samples::from(vec![rps]))),
+                    }
+                }
+            };
+            for round in 0..plan.reps {
+                for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                    let (server, addr) = if side == 0 {
+                        spawn_greenfd_serve(exe, "--resp")?
+                    } else {
+                        resp::spawn_redis_server()?
+                    };
+                    let results =
+                        resp::redis_benchmark(addr, "ping,set,get", requests, 50, pipeline)?;
+                    drop(server);
+                    record(if side == 0 { &mut ours } else { &mut peer }, results);
+                }
+            }
+            for (name, ours_s) in ours {
+                let peer_s = peer
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, s)| s.clone())
+                    .ok_or_else(|| io::Error::other(format!("redis-server run lacks {name}")))?;
+                rows.push(row(
+                    format!("RESP {name} -c 50 -P {pipeline} ({tag})"),
+                    "req/s",
+                    (ours_s, peer_s),
+                    "redis-server",
+                    Better::Higher,
+                    1.0,
+                ));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Server RSS holding many idle connections: `greenfd serve --echo` vs the tokio echo
+/// peer (`greenfd bench-peer tokio-echo`), each in its own process.
+pub fn memory(exe: &Path, plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
+    let limit = memory::raise_nofile()?;
+    let conns = if plan.quick { 1000 } else { 10_000 }.min(limit.saturating_sub(100) as usize);
+    let rss = |peer: bool| -> io::Result<f64> {
+        let (server, addr) = if peer {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+            let mut cmd = Command::new(exe);
+            cmd.args(["bench-peer", "tokio-echo", "--addr", &addr.to_string()]);
+            (ChildGuard::spawn_listening(cmd, addr)?, addr)
+        } else {
+            spawn_greenfd_serve(exe, "--echo")?
+        };
+        Ok(memory::idle_rss_kib(&server, addr, conns)? as f64 / 1024.0)
+    };
+    progress(&format!("memory, {conns} idle connections"));
+    let s = alternate(plan.reps.min(3), || rss(false), || rss(true))?;
+    Ok(vec![row(
+        format!("idle RSS, {conns} connections"),
+        "MiB",
+        s,
+        "tokio current_thread",
+        Better::Lower,
+        1.0,
+    )])
+}
