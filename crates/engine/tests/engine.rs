@@ -827,3 +827,46 @@ fn emfile_child_process() {
     println!("OK emfile: cpu={cpu:?} wall={wall:?} retries={retries}");
     engine.stop();
 }
+
+/// With spin-before-park on, the engine still serves, and still sleeps when idle
+/// (the spin is bounded: CPU over an idle second stays far below wall time).
+#[test]
+fn busy_poll_serves_and_stays_bounded_when_idle() {
+    let config = Config {
+        busy_poll: Duration::from_micros(200),
+        ..Config::default()
+    };
+    let engine =
+        Engine::bind_with("127.0.0.1:0".parse().unwrap(), Raw::default(), Echo, config).unwrap();
+    let (addr, handle) = (engine.local_addr(), engine.handle());
+    let reactor = std::thread::spawn(move || {
+        let before = thread_cpu();
+        let r = engine.run();
+        (r, thread_cpu() - before)
+    });
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..100 {
+        c.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+    let idle = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let wall = idle.elapsed();
+    handle.shutdown();
+    let (result, cpu) = reactor.join().unwrap();
+    result.unwrap();
+    // A spin that never parked would burn the whole idle second.
+    assert!(
+        cpu < wall / 2,
+        "engine thread used {cpu:?} CPU over an idle {wall:?}"
+    );
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}

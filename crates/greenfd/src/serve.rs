@@ -34,6 +34,10 @@ pub struct Args {
     /// at half of it; the default lets a 16 MiB value, the largest request, be read back).
     #[arg(long, default_value_t = 32 << 20)]
     max_output: usize,
+    /// Spin this many microseconds polling before each blocking epoll_wait (0: never):
+    /// lower latency at one connection, at the cost of a busy CPU while idle-ish.
+    #[arg(long, default_value_t = 0, value_name = "US")]
+    busy_poll_us: u64,
 }
 
 /// The signals that stop the server.
@@ -119,6 +123,7 @@ pub fn run(args: Args) -> CliResult {
     let signals = block_stop_signals()?;
     let config = Config {
         max_output: args.max_output,
+        busy_poll: std::time::Duration::from_micros(args.busy_poll_us),
         ..Config::default()
     };
     let threads = args.threads.max(1);
