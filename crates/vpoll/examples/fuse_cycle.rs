@@ -78,6 +78,45 @@ fn fuse_cycle() -> (Duration, Duration) {
         v.del(Events::IN).expect("del");
     }
     let cycle = start.elapsed() / N;
+    let start = Instant::now();
+    for _ in 0..N {
+        v.del(Events::IN).expect("del");
+    }
+    let del = start.elapsed() / N;
+    let start = Instant::now();
+    for _ in 0..N {
+        v.add(Events::IN).expect("add");
+    }
+    let add = start.elapsed() / N;
+    v.del(Events::IN).expect("del");
+    let start = Instant::now();
+    for _ in 0..N {
+        let _ = rustix::process::getpid();
+    }
+    let getpid = start.elapsed() / N;
+    let start = Instant::now();
+    for _ in 0..N {
+        rustix::fs::fstat(&v).expect("fstat");
+    }
+    let fstat = start.elapsed() / N;
+    let mut pfd = [rustix::event::PollFd::new(&v, rustix::event::PollFlags::IN)];
+    let zero = rustix::time::Timespec::default();
+    let start = Instant::now();
+    for _ in 0..N {
+        rustix::event::poll(&mut pfd, Some(&zero)).expect("poll");
+    }
+    let poll = start.elapsed() / N;
+    println!(
+        "fuse poll(2) round trip   : {:>8.2} us",
+        poll.as_secs_f64() * 1e6
+    );
+    println!(
+        "fast-path ADD (notifies)  : {:>8.2} us\nfast-path DEL             : {:>8.2} us  (fstat {:.2} us, getpid {:.2} us)",
+        add.as_secs_f64() * 1e6,
+        del.as_secs_f64() * 1e6,
+        fstat.as_secs_f64() * 1e6,
+        getpid.as_secs_f64() * 1e6
+    );
     let n = N / 10;
     let start = Instant::now();
     for _ in 0..n {

@@ -341,6 +341,115 @@ fn other_descriptors_are_never_claimed() {
     }
 }
 
+/// A one-file FUSE filesystem that is not vpoll: its file even has an inode number with
+/// high bits set, like vpoll files, so only the device and marker tell them apart.
+struct PlainFs;
+
+/// Inode of [`PlainFs`]'s file.
+const PLAIN_INO: u64 = (7 << 32) | 2;
+
+impl PlainFs {
+    /// Attributes of the root (ino 1) or the file.
+    fn attr(ino: u64) -> fuser::FileAttr {
+        let now = std::time::SystemTime::now();
+        let dir = ino == 1;
+        fuser::FileAttr {
+            ino: fuser::INodeNo(ino),
+            size: 8,
+            blocks: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            kind: if dir {
+                fuser::FileType::Directory
+            } else {
+                fuser::FileType::RegularFile
+            },
+            perm: if dir { 0o755 } else { 0o600 },
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+}
+
+impl fuser::Filesystem for PlainFs {
+    fn lookup(
+        &self,
+        _req: &fuser::Request,
+        parent: fuser::INodeNo,
+        name: &std::ffi::OsStr,
+        reply: fuser::ReplyEntry,
+    ) {
+        if parent == fuser::INodeNo::ROOT && name == "f" {
+            reply.entry(&SAFETY, &Self::attr(PLAIN_INO), fuser::Generation(0));
+        } else {
+            reply.error(fuser::Errno::ENOENT);
+        }
+    }
+
+    fn getattr(
+        &self,
+        _req: &fuser::Request,
+        ino: fuser::INodeNo,
+        _fh: Option<fuser::FileHandle>,
+        reply: fuser::ReplyAttr,
+    ) {
+        reply.attr(&SAFETY, &Self::attr(ino.0));
+    }
+
+    fn open(
+        &self,
+        _req: &fuser::Request,
+        _ino: fuser::INodeNo,
+        _flags: fuser::OpenFlags,
+        reply: fuser::ReplyOpen,
+    ) {
+        reply.opened(fuser::FileHandle(0), fuser::FopenFlags::FOPEN_NOFLUSH);
+    }
+}
+
+#[test]
+fn a_file_of_another_fuse_filesystem_is_not_claimed() {
+    if !fuse_available() {
+        return;
+    }
+    let _v = vpoll(Events::IN); // our own filesystem exists too
+    let dir = std::env::temp_dir().join(format!("greenfd-fuse-test-plain.{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![fuser::MountOption::FSName("greenfd-test-plain".into())];
+    let session = match fuser::Session::new(PlainFs, &dir, &config) {
+        Ok(s) => s.spawn().unwrap(),
+        Err(e) => {
+            eprintln!("skipped: cannot mount a second FUSE filesystem: {e}");
+            let _ = std::fs::remove_dir(&dir);
+            return;
+        }
+    };
+    let file = std::fs::File::open(dir.join("f")).unwrap();
+    assert_eq!(
+        rustix::fs::fstatfs(&file).unwrap().f_type as u64,
+        0x6573_5546,
+        "really a FUSE file"
+    );
+    assert_ne!(
+        greenfd_vpoll::backend_of(file.as_fd()).ok(),
+        Some(Backend::Fuse)
+    );
+    assert!(matches!(
+        greenfd_vpoll::ctl_fd(file.as_fd(), Op::Add, Events::IN),
+        Err(Error::NotVpoll)
+    ));
+    drop(file);
+    session.umount_and_join().unwrap();
+    std::fs::remove_dir(&dir).unwrap();
+}
+
 #[test]
 fn a_thousand_fds_each_keep_their_own_state() {
     if !fuse_available() {

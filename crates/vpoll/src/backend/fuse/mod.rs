@@ -36,7 +36,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 use table::{Slot, Table};
 
 const THIS: Backend = Backend::Fuse;
@@ -131,7 +131,25 @@ static MOUNTING: Mutex<()> = Mutex::new(());
 fn current() -> Option<&'static Global> {
     // SAFETY: GLOBAL is null or a pointer from `Box::leak`, never freed.
     let g = unsafe { GLOBAL.load(Ordering::Acquire).as_ref() }?;
-    (g.pid == rustix::process::getpid().as_raw_nonzero().get()).then_some(g)
+    (g.pid == pid()).then_some(g)
+}
+
+/// This process's id, cached: `getpid` is a real syscall (~0.3 µs here) and the ctl fast
+/// path needs it every time. The `fork` handler of [`mount`] clears the cache in the child.
+/// (A child made by a raw `clone` syscall, without fork handlers, must `exec` before it
+/// uses vpoll fds, as such children must anyway.)
+static PID: AtomicI32 = AtomicI32::new(0);
+
+/// The calling process's id.
+fn pid() -> i32 {
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let p = rustix::process::getpid().as_raw_nonzero().get();
+            PID.store(p, Ordering::Relaxed);
+            p
+        }
+        p => p,
+    }
 }
 
 /// The calling process's filesystem, mounting it on first use.

@@ -44,10 +44,12 @@ pub(super) fn check_permissions() -> Result<()> {
     Ok(())
 }
 
-/// Runs in the child after `fork`: drops the child's copies of `/dev/fuse`, so the
-/// connection ends when the parent (the only server) does. Async-signal-safe: two
-/// `close` syscalls and atomic stores.
+/// Runs in the child after `fork`: forgets the cached pid (so the child never takes the
+/// parent's fast path) and drops the child's copies of `/dev/fuse`, so the connection ends
+/// when the parent (the only server) does. Async-signal-safe: `close` syscalls and atomic
+/// stores.
 extern "C" fn after_fork_in_child() {
+    super::PID.store(0, Ordering::SeqCst);
     for fd in [&SERVER_FD, &NOTIFY_FD] {
         let raw = fd.swap(-1, Ordering::SeqCst);
         if raw >= 0 {
@@ -291,6 +293,6 @@ pub(super) fn mount() -> Result<Global> {
         dir,
         #[allow(clippy::unnecessary_cast)]
         dev: st.st_dev as u64,
-        pid: rustix::process::getpid().as_raw_nonzero().get(),
+        pid: super::pid(),
     })
 }
