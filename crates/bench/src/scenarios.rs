@@ -75,6 +75,9 @@ fn row(
     }
 }
 
+/// The spin-before-park budget of the opt-in latency mode.
+const BUSY_POLL: Duration = Duration::from_micros(50);
+
 /// Echo ping-pong, 64 B: 1 connection vs tokio and vs raw mio, 1000 connections vs
 /// tokio; each under both placements.
 pub fn echo(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
@@ -98,6 +101,29 @@ pub fn echo(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
             "tokio current_thread",
             Better::Higher,
             1.0,
+        ));
+        progress(&format!("echo 1 conn, busy-poll, vs tokio ({tag})"));
+        let spin = || {
+            echo::greenfd_echo(greenfd_engine::Config {
+                busy_poll: BUSY_POLL,
+                ..Default::default()
+            })
+        };
+        let s = alternate(
+            plan.reps,
+            || echo_rate(spin, 1, plan.run),
+            || echo_rate(echo::tokio_echo, 1, plan.run),
+        )?;
+        rows.push(row(
+            format!(
+                "echo 1 conn 64 B, busy-poll {} µs ({tag})",
+                BUSY_POLL.as_micros()
+            ),
+            "msgs/s",
+            s,
+            "tokio current_thread",
+            Better::Higher,
+            1.5,
         ));
         progress(&format!("echo 1 conn vs mio ({tag})"));
         let s = alternate(
