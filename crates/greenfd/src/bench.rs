@@ -380,8 +380,33 @@ impl Drop for AffinityGuard {
 // The vpoll scenario (DESIGN §2).
 // ---------------------------------------------------------------------------------
 
-/// The comparisons `greenfd bench vpoll` reports.
-const VPOLL_COMPARE: [Compare; 6] = [
+/// The comparisons `greenfd bench vpoll` reports (rows whose probes did not run, for
+/// unavailable backends, are left out).
+const VPOLL_COMPARE: [Compare; 10] = [
+    Compare {
+        label: "kernel cycle vs eventfd floor",
+        ours: "kernel cycle",
+        peer: "eventfd cycle",
+        goal: Goal::Info,
+    },
+    Compare {
+        label: "kernel create+close",
+        ours: "kernel create+close",
+        peer: "socketpair create+close",
+        goal: Goal::NanosAtMost(10_000.0),
+    },
+    Compare {
+        label: "device cycle vs eventfd floor",
+        ours: "device cycle",
+        peer: "eventfd cycle",
+        goal: Goal::Info,
+    },
+    Compare {
+        label: "device create+close",
+        ours: "device create+close",
+        peer: "socketpair create+close",
+        goal: Goal::NanosAtMost(10_000.0),
+    },
     Compare {
         label: "emulated cycle vs bare socketpair",
         ours: "emulated cycle",
@@ -422,40 +447,55 @@ const VPOLL_COMPARE: [Compare; 6] = [
 
 /// Measures the vpoll scenario under both placements.
 fn vpoll(plan: Plan) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
-    let fuse = match Backend::Fuse.probe() {
-        Ok(()) => true,
-        Err(e) => {
-            eprintln!("fuse rows skipped: {e}");
-            false
-        }
-    };
+    let backends: Vec<Backend> = Backend::ALL
+        .into_iter()
+        .filter(|b| match b.probe() {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("{b} rows skipped: {e}");
+                false
+            }
+        })
+        .collect();
     let mut out = Vec::new();
     for placement in [Placement::Unpinned, Placement::Pinned] {
         let _guard = place(placement)?;
-        let mut probes = vpoll_probes(fuse)?;
+        let mut probes = vpoll_probes(&backends)?;
         let samples = measure(&mut probes, plan)?;
         out.extend(rows(&VPOLL_COMPARE, &probes, &samples, placement));
     }
     Ok(out)
 }
 
-/// The probes of the vpoll scenario (Fuse ones only if `fuse`).
-fn vpoll_probes(fuse: bool) -> io::Result<Vec<Probe>> {
+/// Probe names of one backend's cycle and create+close.
+fn backend_probe_names(b: Backend) -> (&'static str, &'static str) {
+    match b {
+        Backend::Kernel => ("kernel cycle", "kernel create+close"),
+        Backend::Device => ("device cycle", "device create+close"),
+        Backend::Fuse => ("fuse cycle", "fuse create+close"),
+        Backend::Emulated => ("emulated cycle", "emulated create+close"),
+    }
+}
+
+/// The probes of the vpoll scenario: the floors, and a cycle and create+close for
+/// each available backend (plus the thread round trip that is the Fuse floor).
+fn vpoll_probes(backends: &[Backend]) -> io::Result<Vec<Probe>> {
     let mut probes = vec![
         eventfd_cycle()?,
         socketpair_cycle()?,
-        vpoll_cycle("emulated cycle", Backend::Emulated)?,
         Probe::new("socketpair create+close", || {
             let pair = socketpair()?;
             drop(pair);
             Ok(())
         }),
-        create_close("emulated create+close", Backend::Emulated),
     ];
-    if fuse {
-        probes.push(vpoll_cycle("fuse cycle", Backend::Fuse)?);
-        probes.push(thread_round_trip());
-        probes.push(create_close("fuse create+close", Backend::Fuse));
+    for &b in backends {
+        let (cycle, create) = backend_probe_names(b);
+        probes.push(vpoll_cycle(cycle, b)?);
+        probes.push(create_close(create, b));
+        if b == Backend::Fuse {
+            probes.push(thread_round_trip());
+        }
     }
     Ok(probes)
 }

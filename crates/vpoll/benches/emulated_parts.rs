@@ -48,6 +48,18 @@ fn main() {
     let (a, b) = pair();
     let ep = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
     epoll::add(&ep, &a, epoll::EventData::new_u64(0), epoll::EventFlags::IN).unwrap();
+    // A bare pair set up like an Emulated one: minimal send buffer, one buffer in flight.
+    let (fa, fb) = pair();
+    sockopt::set_socket_send_buffer_size(&fa, 1).unwrap();
+    rustix::net::send(&fa, &[0u8; 2240], SendFlags::DONTWAIT).unwrap();
+    let epf = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
+    epoll::add(
+        &epf,
+        &fa,
+        epoll::EventData::new_u64(0),
+        epoll::EventFlags::IN,
+    )
+    .unwrap();
     let v = Builder::new().backend(Backend::Emulated).build().unwrap();
     let ev = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
     epoll::add(&ev, &v, epoll::EventData::new_u64(0), epoll::EventFlags::IN).unwrap();
@@ -118,6 +130,15 @@ fn main() {
                 wait(&ep);
                 let mut buf = [0u8; 64];
                 rustix::net::recv(&a, &mut buf, RecvFlags::DONTWAIT).unwrap();
+            }),
+        ),
+        (
+            "socketpair+fill cycle",
+            Box::new(move || {
+                rustix::net::send(&fb, b"i", SendFlags::DONTWAIT).unwrap();
+                wait(&epf);
+                let mut buf = [0u8; 64];
+                rustix::net::recv(&fa, &mut buf, RecvFlags::DONTWAIT).unwrap();
             }),
         ),
         (
