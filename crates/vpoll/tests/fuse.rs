@@ -187,6 +187,49 @@ fn each_bit_alone_wakes_a_blocked_epoll_wait() {
 }
 
 #[test]
+fn a_rise_racing_the_first_poll_or_a_sleeping_waiter_is_never_lost() {
+    if !fuse_available() {
+        return;
+    }
+    // The server publishes the poll handle before reading the mask, a ctl changes the mask
+    // before reading the handle: whichever way they interleave, the waiter sees the bits.
+    for i in 0..300 {
+        let v = vpoll(Events::empty());
+        let et = if i % 2 == 0 {
+            EventFlags::ET
+        } else {
+            EventFlags::empty()
+        };
+        let ep = if i % 3 == 0 {
+            Some(epoll_on(v.as_fd(), et))
+        } else {
+            None
+        };
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                // Either registered already (the waiter may sleep before the rise) or
+                // registered now (its first poll races the rise).
+                let own;
+                let ep = match &ep {
+                    Some(ep) => ep,
+                    None => {
+                        own = epoll_on(v.as_fd(), et);
+                        &own
+                    }
+                };
+                epoll_wait(ep, None)
+            });
+            v.add(Events::IN | Events::OUT).unwrap();
+            assert_eq!(
+                waiter.join().unwrap(),
+                vec![(7, Events::IN | Events::OUT)],
+                "round {i}"
+            );
+        });
+    }
+}
+
+#[test]
 fn edge_triggered_epoll_reports_each_rise_once() {
     if !fuse_available() {
         return;
