@@ -813,4 +813,45 @@ mod tests {
         assert!(doc.contains("\"ratio\": 0.750"));
         assert!(doc.contains("\"pass\": true"));
     }
+
+    #[test]
+    fn vpoll_probes_measure_real_cycles_and_make_rows() {
+        let mut probes = vpoll_probes(&[Backend::Emulated]).unwrap();
+        let plan = Plan {
+            rounds: 1,
+            budget: Duration::from_millis(10),
+        };
+        let samples = measure(&mut probes, plan).unwrap();
+        for (p, s) in probes.iter().zip(&samples) {
+            assert_eq!(s.0.len(), 1, "{}", p.name);
+            assert!(s.median().is_finite() && s.median() > 0.0, "{}", p.name);
+        }
+        let rows = rows(&VPOLL_COMPARE, &probes, &samples, Placement::Unpinned);
+        let names: Vec<&str> = rows.iter().map(|r| r.ours_name).collect();
+        assert_eq!(
+            names,
+            [
+                "emulated cycle",
+                "socketpair cycle",
+                "emulated create+close"
+            ]
+        );
+        assert!(rows.iter().all(|r| r.ratio().is_finite()));
+        let table = table(&rows);
+        assert_eq!(table.lines().count(), 1 + rows.len());
+        assert!(table.contains("emulated cycle vs bare socketpair (unpinned)"));
+    }
+
+    #[test]
+    fn pinning_applies_to_every_thread_and_is_undone() {
+        use rustix::thread::sched_getaffinity;
+        let before = sched_getaffinity(None).unwrap().count();
+        {
+            let _guard = place(Placement::Pinned).unwrap();
+            assert_eq!(sched_getaffinity(None).unwrap().count(), 1);
+            let child = std::thread::spawn(|| sched_getaffinity(None).unwrap().count());
+            assert_eq!(child.join().unwrap(), 1, "threads inherit the pinning");
+        }
+        assert_eq!(sched_getaffinity(None).unwrap().count(), before);
+    }
 }
