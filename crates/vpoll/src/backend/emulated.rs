@@ -9,7 +9,7 @@
 //! | bit | how it is produced | what poll(2) sees |
 //! |---|---|---|
 //! | IN | one byte from the peer per ADD; DEL drains the vpoll end's queue | IN, exact |
-//! | OUT | DEL puts one buffer in flight from the vpoll end (its send buffer is minimal); ADD reads it at the peer | OUT, exact |
+//! | OUT | DEL puts one buffer in flight from the vpoll end (whose send buffer is minimal); ADD reads it at the peer | OUT, exact |
 //! | PRI | an out-of-band byte from the peer (`MSG_OOB`, kept at the head of the queue) | PRI\|IN |
 //! | RDHUP | `shutdown(peer, SHUT_WR)`; cannot be cleared | RDHUP\|IN |
 //! | HUP | `shutdown(peer, SHUT_RDWR)`; cannot be cleared | HUP\|IN\|RDHUP |
@@ -32,10 +32,12 @@
 //! IN and OUT (the kernel serialises the sends and receives); PRI interleaved with
 //! concurrent IN changes may leave IN set spuriously until the next DEL IN.
 //!
-//! PRI detail: the vpoll end gets `SO_OOBINLINE` with its first PRI, so the urgent byte sits in the data
-//! stream and a read that reaches it clears PRI. ADD PRI first moves any queued IN
-//! byte behind the urgent byte, so the urgent byte is always first in the queue; DEL IN
-//! reads the whole queue in one `recv`, and if it swallowed the urgent byte, puts it back.
+//! PRI detail: the vpoll end gets `SO_OOBINLINE` with its first PRI, so the urgent byte
+//! sits in the data stream and a read that reaches it clears PRI. ADD PRI first moves
+//! any queued IN byte behind the urgent byte, so the urgent byte is always first in the
+//! queue; DEL IN reads the whole queue in one `recv`, and if it swallowed the urgent
+//! byte, puts it back. (Without `SO_OOBINLINE`, a read that passes the mark drops PRI
+//! silently, and a read before it stops short, leaving IN behind.)
 
 use super::{close_checked, close_raw, poll_now, registry, unavailable};
 use crate::{Backend, Error, Events, Op, Result};
