@@ -39,6 +39,20 @@ enum Command {
     Tap(tap::Args),
     /// Measure greenfd against its peers side by side and report ratios.
     Bench(bench::Args),
+    /// Serve a bench peer (the tokio echo server) in this process; used by `bench memory`.
+    #[command(hide = true)]
+    BenchPeer(BenchPeerArgs),
+}
+
+/// Options of the hidden `greenfd bench-peer`.
+#[derive(clap::Args)]
+struct BenchPeerArgs {
+    /// Which peer: `tokio-echo`.
+    #[arg(value_parser = ["tokio-echo"])]
+    peer: String,
+    /// Address to listen on.
+    #[arg(long)]
+    addr: std::net::SocketAddr,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +72,9 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Tap(a) => tap::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BenchPeer(a) => greenfd_bench::memory::raise_nofile()
+            .and_then(|_| greenfd_bench::echo::serve_tokio_echo(a.addr))
+            .map_err(|e| format!("bench-peer {}: {e}", a.peer).into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
