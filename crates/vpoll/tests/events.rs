@@ -160,3 +160,49 @@ fn emulated_backend_is_always_available() {
     assert!(Backend::Emulated.probe().is_ok());
     assert!(greenfd_vpoll::best_backend().is_ok());
 }
+
+#[test]
+fn a_dup_of_a_vpoll_fd_is_one_too_and_closing_it_leaves_the_original() {
+    use std::os::fd::AsFd;
+    for b in backends() {
+        let v = make(b, Events::empty());
+        let dup = rustix::io::fcntl_dupfd_cloexec(&v, 0).unwrap();
+        assert_eq!(greenfd_vpoll::backend_of(dup.as_fd()).unwrap(), b);
+        greenfd_vpoll::ctl_fd(dup.as_fd(), Op::Add, Events::OUT).unwrap();
+        assert_seen(&v, Events::OUT, "ADD OUT through a dup");
+        greenfd_vpoll::close_fd(dup).unwrap();
+        v.add(Events::IN).unwrap();
+        assert_seen(&v, Events::IN | Events::OUT, "ADD IN after closing the dup");
+    }
+}
+
+#[test]
+fn threads_creating_controlling_and_closing_fds_do_not_interfere() {
+    for b in backends() {
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                s.spawn(move || {
+                    for i in 0..100u32 {
+                        // Each thread uses its own mask sequence, so cross-talk shows.
+                        let mask = if (i + t) % 2 == 0 {
+                            Events::IN
+                        } else {
+                            Events::OUT
+                        };
+                        let v = make(b, mask);
+                        assert_eq!(v.events().unwrap(), mask, "{b} thread {t} round {i}");
+                        v.set(Events::IN | Events::OUT).unwrap();
+                        v.del(mask).unwrap();
+                        let rest = (Events::IN | Events::OUT) - mask;
+                        assert_eq!(
+                            greenfd_vpoll::events_fd(std::os::fd::AsFd::as_fd(&v)).unwrap(),
+                            rest,
+                            "{b} thread {t} round {i}"
+                        );
+                        v.close().unwrap();
+                    }
+                });
+            }
+        });
+    }
+}
