@@ -227,3 +227,18 @@ fn python_selectors_sees_the_events() {
         python_client(b, PY_SELECTORS, selectors_mask);
     }
 }
+
+#[test]
+fn emulated_dup_shows_hup_once_the_original_is_closed() {
+    // IN only: OUT is clear, so the peer holds the unread fill when it is closed.
+    let v = make(Backend::Emulated, Events::IN);
+    let dup = rustix::io::fcntl_dupfd_cloexec(&v, 0).unwrap();
+    v.close().unwrap();
+    let ep = common::epoll_watching(dup.as_fd(), false);
+    let seen = common::epoll_once(&ep, common::SAFETY);
+    assert_eq!(
+        seen,
+        Events::HUP | Events::IN | Events::RDHUP | Events::OUT | Events::ERR,
+        "the peer is gone: hang-up; its unread fill no longer blocks OUT and resets (ERR)"
+    );
+}

@@ -28,6 +28,12 @@
 //! the peer's number is trusted too: a program that closes descriptors it does not own
 //! by number (closefrom in a forked child while keeping the vpoll fd) breaks it.
 //!
+//! A `dup` of a vpoll fd is found by its cookie and works like the original; closing the
+//! original (through this crate) closes the peer, so the dup then shows HUP|IN|RDHUP
+//! (plus OUT|ERR if OUT was clear: the peer died with the fill unread). Across `exec`
+//! the peer is not inherited: the new program can wait on the fd, and sees the same
+//! hang-up once every process holding the peer has closed it or exited.
+//!
 //! Concurrent operations on one fd from several threads or processes are each safe for
 //! IN and OUT (the kernel serialises the sends and receives); PRI interleaved with
 //! concurrent IN changes may leave IN set spuriously until the next DEL IN.
