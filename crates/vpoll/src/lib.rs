@@ -267,6 +267,10 @@ impl Drop for VpollFd {
 
 /// Applies `op` to a vpoll fd known only by descriptor (the C ABI, or a forked child
 /// that inherited it). Fails with [`Error::NotVpoll`] (EBADF) if it is not one.
+///
+/// In a forked child of a multithreaded process this takes no lock and allocates
+/// nothing on success (lock-free tables, atomics and raw syscalls), so it is usable
+/// between `fork` and `_exit`/`exec`.
 pub fn ctl_fd(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {
     let backend = backend::identify(fd)?;
     backend::ctl(backend, fd, op, events)
