@@ -18,12 +18,32 @@
 //!   child, or a process the fd was passed to) `write`s the 8-byte control word
 //!   `op << 32 | events` to the fd and the server applies it. That path is async-signal-safe
 //!   (`fstat`, atomics, `write`), as the child of a multithreaded fork requires.
-//! - **Exit hazard**: a process that serves its own files can deadlock at exit (the server
-//!   thread dies first, then closing a file sends FLUSH and waits forever). Files are opened
-//!   with `FOPEN_NOFLUSH` and FLUSH is answered `ENOSYS`; RELEASE (asynchronous in the
-//!   kernel) frees the slot. A forked child drops its copies of `/dev/fuse` (`pthread_atfork`)
-//!   so that when the parent dies the connection is aborted and the child's ctl fails with
-//!   `ENOTCONN` instead of waiting for a server that is gone.
+//! - **Recognising a vpoll fd** ([`owns`]): a regular file on our mount's device; or, for
+//!   fds that came from another process's server (inherited across `exec`, passed over a
+//!   socket), a regular file on a FUSE filesystem whose times are the marker
+//!   [`MARKER_SEC`]/[`MARKER_NSEC`] and whose inode number has generation bits. `fstat`
+//!   is answered from the kernel's attribute cache, so this costs one cheap syscall.
+//! - **Exit hazards.** A process that serves its own files can hang at exit in two ways,
+//!   both reproduced by the tests when their guard is removed:
+//!   1. `exit_group` kills the server thread, then closing a file sends FLUSH and waits
+//!      forever. Guard: files are opened with `FOPEN_NOFLUSH` (FLUSH is also answered
+//!      `ENOSYS`); RELEASE, which frees the slot, is asynchronous in the kernel.
+//!   2. A request the server had read but not answered when it was killed (a `poll` from
+//!      an `epoll_wait` in another thread, say) waits uninterruptibly until the server's
+//!      `/dev/fuse` file is released, which the waiting thread itself prevents as long as
+//!      it shares the fd table. Guard: the server thread gets a private fd table holding
+//!      only its `/dev/fuse` file (`close_range(CLOSE_RANGE_UNSHARE)`); when it dies that
+//!      file is released and the kernel ends its in-flight requests. Callers notify through
+//!      a second file cloned onto the same connection (`FUSE_DEV_IOC_CLONE`).
+//!
+//!   A forked child drops its copy of `/dev/fuse` (`pthread_atfork`), so when the parent
+//!   dies the connection is aborted and the child's ctl fails (`ENOTCONN`) instead of
+//!   waiting for a server that is gone.
+//!
+//! Limits: a forked child that creates vpoll fds mounts its own filesystem (allowed only if
+//! the fork left no lock held, as always after fork in a multithreaded process); a child
+//! made by a raw `clone` syscall (no fork handlers) must `exec` before using vpoll fds.
+//! The server thread serves every request of the process, one at a time; it never blocks.
 
 mod mount;
 mod server;
@@ -39,6 +59,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 use table::{Slot, Table};
 
+/// This backend, for error messages.
 const THIS: Backend = Backend::Fuse;
 
 /// Size of the control word written to, and the mask read from, a vpoll file.
