@@ -250,6 +250,9 @@ impl AsRawFd for VpollFd {
 
 impl From<VpollFd> for OwnedFd {
     /// The descriptor stays a vpoll fd: [`ctl_fd`] and [`close_fd`] still work on it.
+    /// Close it with [`close_fd`]: dropping the `OwnedFd` closes only the descriptor,
+    /// and a backend's private state (the Emulated backend's peer socket) then stays
+    /// open until the process exits.
     fn from(mut v: VpollFd) -> OwnedFd {
         v.fd.take()
             .expect("VpollFd always holds its fd until consumed")
