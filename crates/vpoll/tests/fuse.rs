@@ -703,6 +703,16 @@ fn fork_scenario_ends_with_hup() {
 
 #[test]
 fn ctl_from_another_process_reaches_the_owners_epoll() {
+    ctl_from_another_process("ctl");
+}
+
+#[test]
+fn ctl_from_another_users_process_reaches_the_owners_epoll() {
+    ctl_from_another_process("ctl-nobody");
+}
+
+/// The owner watches a vpoll fd that a fresh program (`role`) sets through the fd.
+fn ctl_from_another_process(role: &str) {
     if !fuse_available() {
         return;
     }
@@ -712,7 +722,7 @@ fn ctl_from_another_process_reaches_the_owners_epoll() {
         .build()
         .unwrap();
     let ep = epoll_on(v.as_fd(), EventFlags::empty());
-    let mut child = spawn_role("ctl", &[v.as_fd()]);
+    let mut child = spawn_role(role, &[v.as_fd()]);
     let rx = lines_of(&mut child);
     // The child (a fresh program: no shared memory with us) sets OUT|PRI through the fd.
     assert_eq!(epoll_wait(&ep, None), vec![(7, Events::OUT | Events::PRI)]);
@@ -830,6 +840,15 @@ fn zz_role() {
     match role.as_str() {
         "fork" => role_fork(),
         "ctl" => role_ctl(),
+        "ctl-nobody" => {
+            // Another user: the mount allows other users, so the fd still works for them.
+            // SAFETY: plain setresgid/setresuid calls; glibc applies them to every thread.
+            unsafe {
+                assert_eq!(libc::setresgid(65534, 65534, 65534), 0);
+                assert_eq!(libc::setresuid(65534, 65534, 65534), 0);
+            }
+            role_ctl()
+        }
         "nocap" => role_nocap(),
         "fork-create" => role_fork_create(),
         r if r.starts_with("linger:") => role_linger(&r["linger:".len()..]),

@@ -253,12 +253,16 @@ fn check_bits(events: Events) -> Result<()> {
     Ok(())
 }
 
-/// Usable if `/dev/fuse` opens and the process may mount (root or `CAP_SYS_ADMIN`).
+/// Usable if this process's filesystem is mounted, or can be: the first probe mounts it
+/// (as the first `create` would), so the answer is exact rather than a guess from
+/// permissions. Cheap checks (`/dev/fuse` opens, root or `CAP_SYS_ADMIN`) come first so
+/// the usual reasons are stated plainly.
 pub(crate) fn probe() -> Result<()> {
     if current().is_some() {
         return Ok(());
     }
-    mount::check_permissions()
+    mount::check_permissions()?;
+    current_or_mount().map(|_| ())
 }
 
 /// Creates a vpoll file with `init` set and opens it.
