@@ -170,16 +170,19 @@ fn clone_dev(dev: &OwnedFd) -> Result<OwnedFd> {
 /// a shared table the waiting thread itself would keep that file open forever.
 fn isolate_fd_table(keep: i32) -> std::io::Result<()> {
     let keep = keep as libc::c_uint;
-    let ranges = [
-        (0, keep.wrapping_sub(1), CLOSE_RANGE_UNSHARE),
-        (keep + 1, libc::c_uint::MAX, 0),
-    ];
+    // The first call must carry CLOSE_RANGE_UNSHARE: without it, it would close the fds of
+    // the whole process. If it fails (kernel before 5.9), nothing was closed.
+    let ranges = if keep == 0 {
+        vec![(1, libc::c_uint::MAX, CLOSE_RANGE_UNSHARE)]
+    } else {
+        vec![
+            (0, keep - 1, CLOSE_RANGE_UNSHARE),
+            (keep + 1, libc::c_uint::MAX, 0),
+        ]
+    };
     for (first, last, flags) in ranges {
-        if keep == 0 && flags == CLOSE_RANGE_UNSHARE {
-            continue;
-        }
-        // SAFETY: close_range only closes descriptors; after the first call (which
-        // unshares) it acts on this thread's private table, whose fds nothing else uses.
+        // SAFETY: close_range only closes descriptors, and only in this thread's private
+        // table (the first call unshares it), whose fds nothing else uses.
         let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
         if rc == -1 {
             return Err(std::io::Error::last_os_error());
@@ -228,7 +231,6 @@ pub(super) fn mount() -> Result<Global> {
     let notify = clone_dev(&dev)?;
     NOTIFY_FD.store(notify.as_raw_fd(), Ordering::SeqCst);
     let server_raw = dev.as_raw_fd();
-    SERVER_FD.store(server_raw, Ordering::SeqCst);
     register_fork_handler();
     let shared: &'static Shared = Box::leak(Box::new(Shared {
         table: Table::new(),
@@ -260,6 +262,9 @@ pub(super) fn mount() -> Result<Global> {
             tracing::debug!(?result, "vpoll fuse: server stopped");
         })
         .map_err(|e| unavailable(THIS, format!("cannot start the FUSE server thread: {e}")))?;
+    // Only now that the session's fd surely stays open: a fork handler that closed a
+    // stale number in the child could close an unrelated file.
+    SERVER_FD.store(server_raw, Ordering::SeqCst);
     match isolated_rx.recv() {
         Ok(Ok(())) => {
             // The server has its own copy; ours must go so that only the server thread
