@@ -12,8 +12,10 @@
 //!   (the inode number encodes slot and generation; `st_dev` names our mount).
 //! - **Fast path** in the owning process: ctl updates the slot's mask with one atomic op and
 //!   the calling thread writes a `FUSE_NOTIFY_POLL` for the file's poll handle to
-//!   `/dev/fuse` itself: one syscall, no round trip, no lock, no allocation. DEL needs no
-//!   notification: epoll and poll re-poll the file before they report it.
+//!   `/dev/fuse` itself: one syscall, no round trip, no lock, no allocation. As with the
+//!   kernel's `EFD_VPOLL`, every op wakes the pollers (so edge-triggered epoll sees each
+//!   op that leaves bits set), except one that leaves the mask empty (the usual DEL):
+//!   epoll and poll re-poll the file before they report it, so that wake-up is useless.
 //! - **Through the fd** everywhere else: a process that does not own the state (a forked
 //!   child, or a process the fd was passed to) `write`s the 8-byte control word
 //!   `op << 32 | events` to the fd and the server applies it. That path is async-signal-safe
@@ -92,17 +94,16 @@ impl Shared {
         let bits = events.bits();
         let now = match op {
             Op::Add => slot.mask.fetch_or(bits, Ordering::SeqCst) | bits,
-            // Nothing becomes ready by clearing bits, and every poller re-polls the file
-            // before reporting it, so no notification is needed.
-            Op::Del => {
-                slot.mask.fetch_and(!bits, Ordering::SeqCst);
-                return Ok(());
-            }
+            Op::Del => slot.mask.fetch_and(!bits, Ordering::SeqCst) & !bits,
             Op::Set => {
                 slot.mask.swap(bits, Ordering::SeqCst);
                 bits
             }
         };
+        // Like the kernel's EFD_VPOLL, every op wakes the pollers with the resulting mask,
+        // so edge-triggered epoll reports any op that leaves bits set. An empty mask needs
+        // no wake-up: nothing becomes ready, and every poller re-polls the file before it
+        // reports it (so the ADD→wait→DEL cycle pays one notification, not two).
         if now == 0 {
             return Ok(());
         }
