@@ -754,6 +754,24 @@ fn ctl_from_another_process(role: &str) {
 }
 
 #[test]
+fn the_classic_mount_fallback_works_and_leaves_nothing_behind() {
+    if !fuse_available() {
+        return;
+    }
+    let mut child = spawn_role("legacy-mount", &[]);
+    let rx = lines_of(&mut child);
+    let status = wait_promptly(&mut child);
+    let lines = rest(&rx);
+    assert!(
+        status.success(),
+        "child failed: {status}, output {lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l == "legacy ok"), "{lines:#?}");
+    assert_eq!(leftover_dirs(child.id()), Vec::<String>::new());
+    assert_eq!(vpoll_mounts(), Vec::<String>::new());
+}
+
+#[test]
 fn without_cap_sys_admin_probe_and_create_say_why() {
     if !fuse_available() {
         return;
@@ -864,6 +882,7 @@ fn zz_role() {
             role_ctl()
         }
         "nocap" => role_nocap(),
+        "legacy-mount" => role_legacy_mount(),
         "fork-create" => role_fork_create(),
         r if r.starts_with("linger:") => role_linger(&r["linger:".len()..]),
         other => panic!("unknown role {other}"),
@@ -893,6 +912,19 @@ fn role_ctl() {
     let now = greenfd_vpoll::events_fd(fd).expect("events via poll");
     assert_eq!(now, Events::OUT | Events::PRI);
     println!("saw OUT|PRI, backend {backend}");
+}
+
+/// Uses the `mount(2)` + temp dir + `MNT_DETACH` path instead of the new mount API.
+fn role_legacy_mount() {
+    // SAFETY: no other thread of this process reads the environment now.
+    unsafe { std::env::set_var("GREENFD_VPOLL_FUSE_MOUNT", "legacy") };
+    let v = vpoll(Events::empty());
+    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    v.add(Events::PRI | Events::HUP).unwrap();
+    assert_eq!(epoll_wait(&ep, None), vec![(7, Events::PRI | Events::HUP)]);
+    assert_eq!(vpoll_mounts(), Vec::<String>::new(), "detached");
+    assert_eq!(leftover_dirs(std::process::id()), Vec::<String>::new());
+    println!("legacy ok");
 }
 
 /// Drops CAP_SYS_ADMIN, then expects the backend to refuse with a reason.

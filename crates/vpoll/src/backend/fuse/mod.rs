@@ -4,10 +4,14 @@
 //! request, so every bit (PRI, ERR, HUP alone, RDHUP) reaches epoll, poll and select exactly,
 //! on an unpatched kernel and without a module. The design (DESIGN §2, backend 3):
 //!
-//! - **One filesystem per process**, mounted lazily by the first `create` in a private temp
-//!   dir and served by a dedicated thread. It is detached at once: an `O_PATH` fd of its
-//!   root is kept, `umount2(MNT_DETACH)` runs immediately and the dir is removed, so no mount
-//!   is ever left behind, whatever way the process ends. Files are opened with `openat`.
+//! - **One filesystem per process**, mounted lazily by the first `create` (or probe) and
+//!   served by a dedicated thread, and never left mounted anywhere: with the new mount API
+//!   (`fsopen`/`fsmount`) the mount is created detached; otherwise it is mounted on a
+//!   private temp dir, an `O_PATH` fd of its root is kept, `umount2(MNT_DETACH)` runs at
+//!   once and the dir is removed (`GREENFD_VPOLL_FUSE_MOUNT=legacy` forces this path).
+//!   Either way files are opened with `openat` on the root fd, whatever way the process
+//!   ends nothing remains, and the mount never shows in `/proc/*/mountinfo` for longer
+//!   than that fallback's instant.
 //! - **State in shared memory** ([`table`]): one slot per file, found from the fd by `fstat`
 //!   (the inode number encodes slot and generation; `st_dev` names our mount).
 //! - **Fast path** in the owning process: ctl updates the slot's mask with one atomic op and

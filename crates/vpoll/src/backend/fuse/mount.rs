@@ -191,18 +191,66 @@ fn isolate_fd_table(keep: i32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Mounts a fresh vpoll filesystem, starts its server thread and detaches it.
-pub(super) fn mount() -> Result<Global> {
-    let dev = open_dev()?;
+/// Environment variable that forces the classic mount (`legacy`): for diagnosis, and so
+/// the tests cover the fallback path on kernels that have the new mount API.
+pub(super) const MOUNT_ENV: &str = "GREENFD_VPOLL_FUSE_MOUNT";
+
+/// How the filesystem was attached.
+enum Attached {
+    /// New mount API: `fsmount` gave a mount that was never attached anywhere.
+    Detached,
+    /// Classic `mount(2)` on a private dir, to be detached once its root fd is open.
+    OnDir(MountPoint),
+}
+
+/// Options every vpoll mount gets, as (key, value) pairs (`None`: a flag).
+fn mount_options(dev: &OwnedFd, uid: u32, gid: u32) -> Vec<(&'static str, Option<String>)> {
+    vec![
+        ("fd", Some(dev.as_raw_fd().to_string())),
+        ("rootmode", Some("40755".into())),
+        ("user_id", Some(uid.to_string())),
+        ("group_id", Some(gid.to_string())),
+        // Any process the fd reaches (a child that dropped privileges, an fd passed over
+        // a socket) may use it; the mount itself is reachable through fds only.
+        ("allow_other", None),
+    ]
+}
+
+/// Creates the filesystem with the new mount API and returns its (detached) root, or the
+/// errno if the API is missing or refuses.
+fn mount_detached(dev: &OwnedFd, uid: u32, gid: u32) -> rustix::io::Result<OwnedFd> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsconfig_set_flag,
+        fsconfig_set_string, fsmount, fsopen,
+    };
+    let fs = fsopen("fuse", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    fsconfig_set_string(&fs, "source", "greenfd-vpoll")?;
+    for (key, value) in mount_options(dev, uid, gid) {
+        match value {
+            Some(v) => fsconfig_set_string(&fs, key, v.as_str())?,
+            None => fsconfig_set_flag(&fs, key)?,
+        }
+    }
+    fsconfig_create(&fs)?;
+    let root = fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )?;
+    tracing::trace!(?root, "vpoll fuse: fsmount (never attached)");
+    Ok(root)
+}
+
+/// Mounts the filesystem with `mount(2)` on a fresh private directory.
+fn mount_on_dir(dev: &OwnedFd, uid: u32, gid: u32) -> Result<MountPoint> {
     let mut point = MountPoint::create()?;
-    let uid = rustix::process::geteuid().as_raw();
-    let gid = rustix::process::getegid().as_raw();
-    // allow_other: any process the fd reaches (a child that dropped privileges, an fd
-    // passed over a socket) may use it; the mount itself is reachable through fds only.
-    let data = format!(
-        "fd={},rootmode=40755,user_id={uid},group_id={gid},allow_other",
-        dev.as_raw_fd()
-    );
+    let data = mount_options(dev, uid, gid)
+        .into_iter()
+        .map(|(k, v)| v.map_or_else(|| k.to_owned(), |v| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join(",");
     let data = CString::new(data).map_err(|_| unavailable(THIS, "bad mount options"))?;
     rustix::mount::mount(
         "greenfd-vpoll",
@@ -227,6 +275,31 @@ pub(super) fn mount() -> Result<Global> {
     })?;
     point.mounted = true;
     tracing::trace!(path = %point.path().display(), "vpoll fuse: mounted");
+    Ok(point)
+}
+
+/// Mounts a fresh vpoll filesystem, starts its server thread and returns it detached.
+///
+/// Preferred: the new mount API (`fsopen`/`fsmount`, Linux 5.2+), whose mount is never
+/// attached to any path, so nothing can ever be left behind or seen in `mountinfo`.
+/// Fallback: `mount(2)` on a private temp dir, detached with `umount2(MNT_DETACH)` as soon
+/// as an `O_PATH` fd of its root is open, and the dir removed.
+pub(super) fn mount() -> Result<Global> {
+    let dev = open_dev()?;
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
+    let legacy = std::env::var_os(MOUNT_ENV).is_some_and(|v| v == "legacy");
+    let (root, attached) = if legacy {
+        (None, Attached::OnDir(mount_on_dir(&dev, uid, gid)?))
+    } else {
+        match mount_detached(&dev, uid, gid) {
+            Ok(root) => (Some(root), Attached::Detached),
+            Err(e) => {
+                tracing::debug!(%e, "vpoll fuse: new mount API unusable, using mount(2)");
+                (None, Attached::OnDir(mount_on_dir(&dev, uid, gid)?))
+            }
+        }
+    };
 
     let notify = clone_dev(&dev)?;
     NOTIFY_FD.store(notify.as_raw_fd(), Ordering::SeqCst);
@@ -283,16 +356,14 @@ pub(super) fn mount() -> Result<Global> {
         Err(_) => return Err(unavailable(THIS, "the FUSE server thread died at start")),
     }
 
+    let dir = match (root, attached) {
+        (Some(root), _) => root,
+        (None, Attached::OnDir(point)) => open_and_detach(point)?,
+        (None, Attached::Detached) => unreachable!("a detached mount always has its root fd"),
+    };
     // The root's attributes (st_dev) come from the server, which now runs.
-    let dir = rustix::fs::open(
-        point.path(),
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| unavailable(THIS, format!("cannot open the mount's root: {e}")))?;
     let st = rustix::fs::fstat(&dir)
         .map_err(|e| unavailable(THIS, format!("cannot stat the mount's root: {e}")))?;
-    point.remove()?;
     Ok(Global {
         shared,
         dir,
@@ -300,4 +371,16 @@ pub(super) fn mount() -> Result<Global> {
         dev: st.st_dev as u64,
         pid: super::pid(),
     })
+}
+
+/// Opens an `O_PATH` fd of the mount's root, then detaches the mount and removes the dir.
+fn open_and_detach(mut point: MountPoint) -> Result<OwnedFd> {
+    let dir = rustix::fs::open(
+        point.path(),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| unavailable(THIS, format!("cannot open the mount's root: {e}")))?;
+    point.remove()?;
+    Ok(dir)
 }
