@@ -62,7 +62,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 use table::{Slot, Table};
 
 /// This backend, for error messages.
@@ -89,6 +89,10 @@ struct Shared {
     /// A clone of the `/dev/fuse` file in the shared fd table, for `FUSE_NOTIFY_POLL` writes
     /// from the ctl fast path (the server thread uses its own fd).
     notify: OwnedFd,
+    /// Set when the server stopped (its connection was aborted, e.g. through
+    /// `/sys/fs/fuse/connections/N/abort`): ctl then fails instead of updating a mask that
+    /// no poll will ever read again.
+    dead: AtomicBool,
 }
 
 impl Shared {
@@ -181,6 +185,12 @@ fn pid() -> i32 {
 /// The calling process's filesystem, mounting it on first use.
 fn current_or_mount() -> Result<&'static Global> {
     if let Some(g) = current() {
+        if g.shared.dead.load(Ordering::Acquire) {
+            return Err(unavailable(
+                THIS,
+                "this process's FUSE connection was aborted; its vpoll fds report ERR",
+            ));
+        }
         return Ok(g);
     }
     let _lock = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
@@ -263,10 +273,9 @@ fn check_bits(events: Events) -> Result<()> {
 /// permissions. Cheap checks (`/dev/fuse` opens, root or `CAP_SYS_ADMIN`) come first so
 /// the usual reasons are stated plainly.
 pub(crate) fn probe() -> Result<()> {
-    if current().is_some() {
-        return Ok(());
+    if current().is_none() {
+        mount::check_permissions()?;
     }
-    mount::check_permissions()?;
     current_or_mount().map(|_| ())
 }
 
@@ -310,6 +319,9 @@ pub(crate) fn ctl(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {
         e => Error::Io(e.into()),
     })?;
     if let Some((shared, slot)) = owned_slot(&id) {
+        if shared.dead.load(Ordering::Acquire) {
+            return Err(Error::Io(Errno::NOTCONN.into()));
+        }
         return Shared::apply(shared.notify.as_fd(), slot, op, events).map_err(Error::Io);
     }
     if !is_vpoll(fd, &id) {
@@ -327,12 +339,10 @@ pub(crate) fn ctl(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {
     }
 }
 
-/// What poll(2) reports for `fd` now.
+/// What poll(2) reports for `fd` now: asked of poll(2) itself (one round trip to the
+/// server), so that it is exact even when the connection is gone (then it is ERR).
 pub(crate) fn events(fd: BorrowedFd<'_>) -> Result<Events> {
     let id = file_id(fd).map_err(|e| Error::Io(e.into()))?;
-    if let Some((_, slot)) = owned_slot(&id) {
-        return Ok(Events::from_bits_truncate(slot.mask.load(Ordering::SeqCst)));
-    }
     if !is_vpoll(fd, &id) {
         return Err(Error::NotVpoll);
     }

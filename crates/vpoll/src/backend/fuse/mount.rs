@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 /// Where the FUSE device lives.
 const DEV_FUSE: &str = "/dev/fuse";
@@ -308,6 +308,7 @@ pub(super) fn mount() -> Result<Global> {
     let shared: &'static Shared = Box::leak(Box::new(Shared {
         table: Table::new(),
         notify,
+        dead: AtomicBool::new(false),
     }));
     let session = fuser::Session::from_fd(
         Server {
@@ -330,6 +331,7 @@ pub(super) fn mount() -> Result<Global> {
             let isolated = isolate_fd_table(server_raw);
             let _ = isolated_tx.send(isolated);
             let result = session.run();
+            shared.dead.store(true, Ordering::Release);
             // Without a private table the session just closed the shared number.
             SERVER_FD.store(-1, Ordering::SeqCst);
             tracing::debug!(?result, "vpoll fuse: server stopped");
