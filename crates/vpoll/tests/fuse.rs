@@ -613,7 +613,20 @@ fn no_mount_is_ever_left_behind() {
 
 /// Runs this test binary as a subprocess in `role`, with piped stdio.
 fn spawn_role(role: &str, fds_to_keep: &[BorrowedFd<'_>]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    spawn_role_via(&[], role, fds_to_keep)
+}
+
+/// Like [`spawn_role`], run through the command `wrapper` (e.g. `unshare -m`).
+fn spawn_role_via(wrapper: &[&str], role: &str, fds_to_keep: &[BorrowedFd<'_>]) -> Child {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = match wrapper {
+        [] => Command::new(&exe),
+        [first, rest @ ..] => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&exe);
+            c
+        }
+    };
     cmd.args(["--exact", "zz_role", "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
         .env("RUST_BACKTRACE", "0")
@@ -772,6 +785,31 @@ fn the_classic_mount_fallback_works_and_leaves_nothing_behind() {
 }
 
 #[test]
+fn after_the_connection_is_aborted_ctl_fails_and_poll_reports_err() {
+    if !fuse_available() {
+        return;
+    }
+    // fusectl (to abort a connection) is mounted in a private mount namespace.
+    if Command::new("unshare").arg("--help").output().is_err() {
+        eprintln!("skipped: unshare(1) is not installed");
+        return;
+    }
+    let mut child = spawn_role_via(&["unshare", "-m", "--propagation", "private"], "abort", &[]);
+    let rx = lines_of(&mut child);
+    let status = wait_promptly(&mut child);
+    let lines = rest(&rx);
+    if lines.iter().any(|l| l.starts_with("skipped:")) {
+        eprintln!("{lines:?}");
+        return;
+    }
+    assert!(
+        status.success(),
+        "child failed: {status}, output {lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l == "abort ok"), "{lines:#?}");
+}
+
+#[test]
 fn without_cap_sys_admin_probe_and_create_say_why() {
     if !fuse_available() {
         return;
@@ -882,6 +920,7 @@ fn zz_role() {
             role_ctl()
         }
         "nocap" => role_nocap(),
+        "abort" => role_abort(),
         "legacy-mount" => role_legacy_mount(),
         "fork-create" => role_fork_create(),
         r if r.starts_with("linger:") => role_linger(&r["linger:".len()..]),
@@ -912,6 +951,48 @@ fn role_ctl() {
     let now = greenfd_vpoll::events_fd(fd).expect("events via poll");
     assert_eq!(now, Events::OUT | Events::PRI);
     println!("saw OUT|PRI, backend {backend}");
+}
+
+/// Aborts this process's FUSE connection through fusectl, then checks what users see.
+fn role_abort() {
+    let v = vpoll(Events::IN);
+    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    assert_eq!(epoll_wait(&ep, None), vec![(7, Events::IN)]);
+    // The connection number is the minor of the device of the fd's filesystem.
+    let minor = rustix::fs::minor(rustix::fs::fstat(&v).unwrap().st_dev);
+    let conns = std::path::Path::new("/sys/fs/fuse/connections");
+    if !conns.join(minor.to_string()).exists() {
+        let st = Command::new("mount")
+            .args(["-t", "fusectl", "fusectl"])
+            .arg(conns)
+            .status();
+        if !st.is_ok_and(|s| s.success()) {
+            println!("skipped: cannot mount fusectl");
+            return;
+        }
+    }
+    std::fs::write(conns.join(minor.to_string()).join("abort"), "1").unwrap();
+    assert_eq!(
+        epoll_wait(&ep, None),
+        vec![(7, Events::ERR)],
+        "epoll after abort"
+    );
+    assert_eq!(poll_now(v.as_fd()), Events::ERR);
+    assert_eq!(v.events().unwrap(), Events::ERR);
+    // The server notices the abort asynchronously (microseconds); ctl fails from then on.
+    let deadline = std::time::Instant::now() + SAFETY;
+    let err = loop {
+        match v.add(Events::OUT) {
+            Err(e) => break e,
+            Ok(()) if std::time::Instant::now() < deadline => std::thread::yield_now(),
+            Ok(()) => panic!("ctl still succeeds {SAFETY:?} after the abort"),
+        }
+    };
+    assert_eq!(err.raw_os_error(), libc::ENOTCONN, "{err}");
+    let new = Builder::new().backend(Backend::Fuse).build();
+    assert!(matches!(new, Err(Error::Unavailable { .. })), "{new:?}");
+    v.close().unwrap();
+    println!("abort ok");
 }
 
 /// Uses the `mount(2)` + temp dir + `MNT_DETACH` path instead of the new mount API.
