@@ -285,7 +285,7 @@ fn mount_on_dir(dev: &OwnedFd, uid: u32, gid: u32) -> Result<MountPoint> {
 /// Fallback: `mount(2)` on a private temp dir, detached with `umount2(MNT_DETACH)` as soon
 /// as an `O_PATH` fd of its root is open, and the dir removed.
 pub(super) fn mount() -> Result<Global> {
-    let dev = open_dev()?;
+    let mut dev = open_dev()?;
     let uid = rustix::process::geteuid().as_raw();
     let gid = rustix::process::getegid().as_raw();
     let legacy = std::env::var_os(MOUNT_ENV).is_some_and(|v| v == "legacy");
@@ -296,6 +296,8 @@ pub(super) fn mount() -> Result<Global> {
             Ok(root) => (Some(root), Attached::Detached),
             Err(e) => {
                 tracing::debug!(%e, "vpoll fuse: new mount API unusable, using mount(2)");
+                // A fresh device file: a half-done attempt may have claimed the first.
+                dev = open_dev()?;
                 (None, Attached::OnDir(mount_on_dir(&dev, uid, gid)?))
             }
         }
