@@ -134,6 +134,15 @@ fn main() {
         eprintln!("skipped: {e}");
         return;
     }
+    if std::env::args().any(|a| a == "--cycle-only") {
+        // For profiling: only the Fuse cycle.
+        let (cycle, _) = fuse_cycle();
+        println!(
+            "fuse vpoll cycle          : {:>8.2} us",
+            cycle.as_secs_f64() * 1e6
+        );
+        return;
+    }
     let rt = eventfd_ping_pong();
     let efd = eventfd_cycle();
     let (fuse, create) = fuse_cycle();
