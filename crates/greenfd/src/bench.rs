@@ -353,7 +353,11 @@ fn place(placement: Placement) -> io::Result<AffinityGuard> {
         let mut one = CpuSet::new();
         one.set(cpu);
         for tid in threads()? {
-            sched_setaffinity(Some(tid), &one)?;
+            match sched_setaffinity(Some(tid), &one) {
+                // The thread exited between listing and pinning: nothing to pin.
+                Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(AffinityGuard { saved })
