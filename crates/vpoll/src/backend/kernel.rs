@@ -7,7 +7,10 @@
 //!
 //! A vpoll eventfd looks like any other eventfd from outside, so the fds this process
 //! creates are recorded in the [`registry`](super::registry) (verified by inode);
-//! `owns` never claims an eventfd it did not record.
+//! `owns` never claims an eventfd it did not record (its fdinfo carries no vpoll mark,
+//! and a control word written to a plain eventfd would corrupt its counter). A forked
+//! child inherits the record; a program started with `exec` that inherited the fd can
+//! still control it by writing the control word itself, as the kernel protocol allows.
 
 use super::{close_checked, poll_now, registry, unavailable};
 use crate::{Backend, Error, Events, Op, Result};
