@@ -4,7 +4,7 @@
 //! changes its mask (op 1 ADD, 2 DEL, 3 SET) and `poll` reports it exactly. An fd is
 //! ours when it is a character device with the same device number as `/dev/vpoll`.
 
-use super::{close_checked, poll_now, unavailable};
+use super::{close_checked, poll_now, retry, unavailable};
 use crate::{Backend, Error, Events, Op, Result};
 use rustix::fs::{FileType, Mode, OFlags, open, stat};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -38,7 +38,7 @@ fn rdev() -> Result<u64> {
             if FileType::from_raw_mode(st.st_mode) != FileType::CharacterDevice {
                 return Err(format!("{PATH} is not a character device"));
             }
-            open(PATH, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+            retry(|| open(PATH, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()))
                 .map_err(|e| format!("cannot open {PATH}: {e}"))?;
             Ok(st.st_rdev)
         })
@@ -52,7 +52,7 @@ pub(crate) fn create(init: Events, cloexec: bool) -> Result<OwnedFd> {
     if cloexec {
         flags |= OFlags::CLOEXEC;
     }
-    let fd = open(PATH, flags, Mode::empty())?;
+    let fd = retry(|| open(PATH, flags, Mode::empty()))?;
     if !init.is_empty() {
         ctl(std::os::fd::AsFd::as_fd(&fd), Op::Set, init)?;
     }
@@ -70,19 +70,24 @@ pub(crate) fn owns(fd: BorrowedFd<'_>) -> bool {
 }
 
 pub(crate) fn ctl(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {
-    // SAFETY: the vpoll ioctls take the event mask by value, not a pointer, so the
-    // kernel reads no memory of ours; an fd of another kind rejects the request.
-    let r = unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            request(op) as _,
-            libc::c_ulong::from(events.bits()),
-        )
-    };
-    if r < 0 {
-        return Err(Error::Io(std::io::Error::last_os_error()));
+    loop {
+        // SAFETY: the vpoll ioctls take the event mask by value, not a pointer, so the
+        // kernel reads no memory of ours; an fd of another kind rejects the request.
+        let r = unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                request(op) as _,
+                libc::c_ulong::from(events.bits()),
+            )
+        };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(Error::Io(e));
+        }
     }
-    Ok(())
 }
 
 pub(crate) fn events(fd: BorrowedFd<'_>) -> Result<Events> {

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | IN | one byte from the peer per ADD; DEL drains the vpoll end's queue | IN, exact |
 //! | OUT | DEL puts one buffer in flight from the vpoll end (whose send buffer is minimal); ADD reads it at the peer | OUT, exact |
-//! | PRI | an out-of-band byte from the peer (`MSG_OOB`, kept at the head of the queue) | PRI\|IN |
+//! | PRI | an out-of-band byte from the peer (`MSG_OOB`, kept at the head of the queue); not with RDHUP/HUP | PRI\|IN |
 //! | RDHUP | `shutdown(peer, SHUT_WR)`; cannot be cleared | RDHUP\|IN |
 //! | HUP | `shutdown(peer, SHUT_RDWR)`; cannot be cleared | HUP\|IN\|RDHUP |
 //! | ERR | not representable: ADD ERR fails with [`Error::Invalid`] | — |
@@ -18,8 +18,9 @@
 //! So IN is *visible* whenever PRI, RDHUP or HUP is set, whatever ADD/DEL IN did; DEL IN
 //! still clears the IN the caller added, which shows once PRI is cleared. Requests the
 //! socket cannot represent fail with [`Error::Invalid`] (EINVAL) and change nothing:
-//! ADD ERR, clearing RDHUP or HUP once set, ADD PRI after RDHUP/HUP, and clearing OUT
-//! after HUP (the vpoll end can no longer send to fill its buffer). Nothing ever raises
+//! ADD ERR, clearing RDHUP or HUP once set, PRI together with RDHUP or HUP (in either
+//! order: a hung-up peer could not put back an urgent byte that DEL IN reads), and
+//! clearing OUT after HUP (the vpoll end can no longer send to fill its buffer). Nothing ever raises
 //! SIGPIPE: every send uses `MSG_NOSIGNAL`, and every other failed syscall is returned.
 //!
 //! The hot path (ADD IN → wait → DEL IN) is one `send` and one `recv`, the same
@@ -45,14 +46,13 @@
 //! byte, puts it back. (Without `SO_OOBINLINE`, a read that passes the mark drops PRI
 //! silently, and a read before it stops short, leaving IN behind.)
 
-use super::{close_checked, close_raw, poll_now, registry, unavailable};
+use super::{close_checked, close_raw, poll_now, registry, retry, unavailable};
 use crate::{Backend, Error, Events, Op, Result};
 use rustix::io::Errno;
 use rustix::net::{
     AddressFamily, RecvFlags, SendFlags, Shutdown, SocketFlags, SocketType, recv, send, shutdown,
     socketpair, sockopt,
 };
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::sync::OnceLock;
 
@@ -91,12 +91,14 @@ pub(crate) fn probe() -> Result<()> {
 /// A fresh socketpair: (vpoll end, peer).
 fn new_pair(cloexec: bool) -> rustix::io::Result<(OwnedFd, OwnedFd)> {
     // The peer is private, so it never outlives an exec; the vpoll end follows `cloexec`.
-    let (vpoll, peer) = socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let (vpoll, peer) = retry(|| {
+        socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+    })?;
     if !cloexec {
         rustix::io::fcntl_setfd(&vpoll, rustix::io::FdFlags::empty())?;
     }
@@ -112,7 +114,7 @@ fn fill_len(vpoll: BorrowedFd<'_>) -> Result<usize> {
     if let Some(n) = FILL_LEN.get() {
         return Ok(*n);
     }
-    let sndbuf = sockopt::socket_send_buffer_size(vpoll)?;
+    let sndbuf = retry(|| sockopt::socket_send_buffer_size(vpoll))?;
     let n = (sndbuf / 2).saturating_sub(64).clamp(1, FILL);
     Ok(*FILL_LEN.get_or_init(|| n))
 }
@@ -121,7 +123,7 @@ pub(crate) fn create(init: Events, cloexec: bool) -> Result<OwnedFd> {
     check(Events::empty(), Events::empty(), init)?;
     let (vpoll, peer) = new_pair(cloexec)?;
     // A minimal send buffer makes "not writable" one small send away.
-    sockopt::set_socket_send_buffer_size(&vpoll, 1)?;
+    retry(|| sockopt::set_socket_send_buffer_size(&vpoll, 1))?;
     let id = registry::cookie(vpoll.as_fd())?;
     let peer_raw = peer.as_raw_fd();
     match registry::insert(vpoll.as_raw_fd(), id, peer_raw) {
@@ -250,9 +252,14 @@ fn check(current: Events, del: Events, add: Events) -> Result<()> {
     {
         return invalid("the emulated vpoll backend cannot clear RDHUP");
     }
-    let hung_up = current.intersects(Events::RDHUP | Events::HUP);
-    if add.contains(Events::PRI) && hung_up && !current.contains(Events::PRI) {
-        return invalid("the emulated vpoll backend cannot set PRI after RDHUP or HUP");
+    // After a hang-up the peer can no longer send, so an urgent byte that a later
+    // DEL IN reads could never be put back: PRI and RDHUP/HUP never coexist.
+    let hang_up = Events::RDHUP | Events::HUP;
+    let pri_after =
+        add.contains(Events::PRI) || (current.contains(Events::PRI) && !del.contains(Events::PRI));
+    let hung_up_after = add.intersects(hang_up) || current.intersects(hang_up);
+    if pri_after && hung_up_after {
+        return invalid("the emulated vpoll backend cannot combine PRI with RDHUP or HUP");
     }
     if del.contains(Events::OUT) && current.contains(Events::HUP | Events::OUT) {
         return invalid("the emulated vpoll backend cannot clear OUT after HUP");
@@ -296,7 +303,7 @@ impl Pair<'_> {
     /// Queues one IN byte. A full queue (EAGAIN) already shows IN, and so does a peer
     /// shut for writing (EPIPE, RDHUP/HUP set): both count as success.
     fn add_in(&self) -> Result<()> {
-        match send(self.peer, &[IN_BYTE], send_flags()) {
+        match retry(|| send(self.peer, &[IN_BYTE], send_flags())) {
             Ok(_) | Err(Errno::AGAIN) | Err(Errno::PIPE) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -306,11 +313,11 @@ impl Pair<'_> {
     fn del_in(&self) -> Result<()> {
         let mut lost_pri = false;
         loop {
-            let mut buf = [MaybeUninit::<u8>::uninit(); DRAIN];
-            match recv(self.vpoll, &mut buf, RecvFlags::DONTWAIT) {
-                Ok(((data, _), _)) => {
-                    lost_pri |= data.contains(&PRI_BYTE);
-                    if data.len() < DRAIN {
+            let mut buf = [0u8; DRAIN];
+            match retry(|| recv(self.vpoll, &mut buf, RecvFlags::DONTWAIT)) {
+                Ok((n, _)) => {
+                    lost_pri |= buf[..n].contains(&PRI_BYTE);
+                    if n < DRAIN {
                         break;
                     }
                 }
@@ -321,7 +328,7 @@ impl Pair<'_> {
         if lost_pri {
             self.send_pri().map_err(|e| match e {
                 Errno::PIPE => Error::Invalid(
-                    "the emulated vpoll backend lost PRI: it cannot be restored after RDHUP or HUP",
+                    "the emulated vpoll backend lost PRI to a concurrent RDHUP or HUP",
                 ),
                 e => e.into(),
             })?;
@@ -333,11 +340,11 @@ impl Pair<'_> {
     fn add_pri(&self) -> Result<()> {
         // Set here, not at creation, to keep creation cheap; it is socket state, so it
         // holds for every process sharing the fd from now on.
-        sockopt::set_socket_oobinline(self.vpoll, true)?;
+        retry(|| sockopt::set_socket_oobinline(self.vpoll, true))?;
         let had_in = self.drain_vpoll()?.1;
         self.send_pri().map_err(|e| match e {
             Errno::PIPE => {
-                Error::Invalid("the emulated vpoll backend cannot set PRI after RDHUP or HUP")
+                Error::Invalid("the emulated vpoll backend cannot combine PRI with RDHUP or HUP")
             }
             Errno::OPNOTSUPP | Errno::INVAL => Error::Invalid(
                 "the emulated vpoll backend cannot set PRI: this kernel lacks AF_UNIX MSG_OOB",
@@ -362,7 +369,7 @@ impl Pair<'_> {
 
     /// Sends the urgent byte.
     fn send_pri(&self) -> rustix::io::Result<()> {
-        send(self.peer, &[PRI_BYTE], send_flags() | SendFlags::OOB).map(drop)
+        retry(|| send(self.peer, &[PRI_BYTE], send_flags() | SendFlags::OOB)).map(drop)
     }
 
     /// Reads the vpoll end's queue empty; returns whether it held the PRI byte and
@@ -370,12 +377,12 @@ impl Pair<'_> {
     fn drain_vpoll(&self) -> Result<(bool, bool)> {
         let (mut pri, mut inb) = (false, false);
         loop {
-            let mut buf = [MaybeUninit::<u8>::uninit(); DRAIN];
-            match recv(self.vpoll, &mut buf, RecvFlags::DONTWAIT) {
+            let mut buf = [0u8; DRAIN];
+            match retry(|| recv(self.vpoll, &mut buf, RecvFlags::DONTWAIT)) {
                 Ok((_, 0)) | Err(Errno::AGAIN) => return Ok((pri, inb)),
-                Ok(((data, _), _)) => {
-                    pri |= data.contains(&PRI_BYTE);
-                    inb |= data.contains(&IN_BYTE);
+                Ok((n, _)) => {
+                    pri |= buf[..n].contains(&PRI_BYTE);
+                    inb |= buf[..n].contains(&IN_BYTE);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -388,7 +395,7 @@ impl Pair<'_> {
         /// What the fill carries: never read, so any bytes do; static, so no memset.
         static ZEROS: [u8; FILL] = [0; FILL];
         let n = fill_len(self.vpoll)?;
-        match send(self.vpoll, &ZEROS[..n], send_flags()) {
+        match retry(|| send(self.vpoll, &ZEROS[..n], send_flags())) {
             // EAGAIN: the buffer is already full.
             Ok(_) | Err(Errno::AGAIN) => Ok(()),
             Err(Errno::PIPE) => Err(Error::Invalid(
@@ -400,9 +407,9 @@ impl Pair<'_> {
 
     /// Sets OUT by reading at the peer what `del_out` sent.
     fn add_out(&self) -> Result<()> {
-        let mut buf = [MaybeUninit::<u8>::uninit(); FILL];
+        let mut buf = [0u8; FILL];
         loop {
-            match recv(self.peer, &mut buf, RecvFlags::DONTWAIT) {
+            match retry(|| recv(self.peer, &mut buf, RecvFlags::DONTWAIT)) {
                 Ok((_, 0)) | Err(Errno::AGAIN) => return Ok(()),
                 Ok(_) => {}
                 Err(e) => return Err(e.into()),
@@ -412,6 +419,6 @@ impl Pair<'_> {
 
     /// Shuts the peer down, which the vpoll end sees as RDHUP (write) or HUP (both).
     fn shut(&self, how: Shutdown) -> Result<()> {
-        Ok(shutdown(self.peer, how)?)
+        Ok(retry(|| shutdown(self.peer, how))?)
     }
 }

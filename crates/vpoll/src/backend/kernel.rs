@@ -12,7 +12,7 @@
 //! child inherits the record; a program started with `exec` that inherited the fd can
 //! still control it by writing the control word itself, as the kernel protocol allows.
 
-use super::{close_checked, poll_now, registry, unavailable};
+use super::{close_checked, poll_now, registry, retry, unavailable};
 use crate::{Backend, Error, Events, Op, Result};
 use rustix::event::{EventfdFlags, eventfd};
 use rustix::io::Errno;
@@ -38,7 +38,7 @@ fn flags(cloexec: bool) -> EventfdFlags {
 
 pub(crate) fn probe() -> Result<()> {
     PROBE
-        .get_or_init(|| match eventfd(0, flags(true)) {
+        .get_or_init(|| match retry(|| eventfd(0, flags(true))) {
             Ok(fd) => {
                 drop(fd);
                 Ok(())
@@ -54,7 +54,7 @@ pub(crate) fn probe() -> Result<()> {
 
 pub(crate) fn create(init: Events, cloexec: bool) -> Result<OwnedFd> {
     probe()?;
-    let fd = eventfd(init.bits(), flags(cloexec))?;
+    let fd = retry(|| eventfd(init.bits(), flags(cloexec)))?;
     let ino = registry::inode(fd.as_fd())?;
     if registry::insert(fd.as_raw_fd(), ino, -1).is_none() {
         return Err(Error::Io(Errno::MFILE.into()));
@@ -73,7 +73,7 @@ pub(crate) fn owns(fd: BorrowedFd<'_>) -> bool {
 
 pub(crate) fn ctl(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {
     let word = op.encode(events).to_ne_bytes();
-    match rustix::io::write(fd, &word)? {
+    match retry(|| rustix::io::write(fd, &word))? {
         8 => Ok(()),
         _ => Err(Error::Io(Errno::IO.into())),
     }

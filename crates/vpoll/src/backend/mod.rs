@@ -14,13 +14,24 @@ mod fuse;
 mod kernel;
 mod registry;
 
+/// Runs a system call again while a signal interrupts it (EINTR): a handler installed
+/// without `SA_RESTART` must not turn into a spurious error of ours.
+pub(crate) fn retry<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    loop {
+        match call() {
+            Err(rustix::io::Errno::INTR) => continue,
+            result => return result,
+        }
+    }
+}
+
 /// What poll(2) reports for `fd` now (zero timeout), as [`Events`].
 pub(crate) fn poll_now(fd: BorrowedFd<'_>) -> Result<Events> {
     let mut fds = [PollFd::new(
         &fd,
         PollFlags::IN | PollFlags::PRI | PollFlags::OUT | PollFlags::RDHUP,
     )];
-    poll(&mut fds, Some(&Timespec::default()))?;
+    retry(|| poll(&mut fds, Some(&Timespec::default())))?;
     if fds[0].revents().contains(PollFlags::NVAL) {
         return Err(Error::NotVpoll);
     }

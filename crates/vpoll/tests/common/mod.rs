@@ -33,9 +33,12 @@ pub fn make(b: Backend, init: Events) -> VpollFd {
         .unwrap_or_else(|e| panic!("{b}: create with {init:?}: {e}"))
 }
 
-/// Whether backend `b` can show `logical` at all (Emulated cannot signal ERR).
+/// Whether backend `b` can show `logical` at all (Emulated cannot signal ERR, nor
+/// combine PRI with RDHUP or HUP).
 pub fn representable(b: Backend, logical: Events) -> bool {
-    b != Backend::Emulated || !logical.contains(Events::ERR)
+    b != Backend::Emulated
+        || !(logical.contains(Events::ERR)
+            || (logical.contains(Events::PRI) && logical.intersects(Events::RDHUP | Events::HUP)))
 }
 
 /// What poll(2) shows on backend `b` when `logical` is set: exact everywhere except
