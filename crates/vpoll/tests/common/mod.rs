@@ -33,12 +33,9 @@ pub fn make(b: Backend, init: Events) -> VpollFd {
         .unwrap_or_else(|e| panic!("{b}: create with {init:?}: {e}"))
 }
 
-/// Whether backend `b` can show `logical` at all (Emulated cannot signal ERR, nor
-/// combine PRI with RDHUP or HUP).
+/// Whether backend `b` can show `logical` at all (Emulated cannot signal ERR).
 pub fn representable(b: Backend, logical: Events) -> bool {
-    b != Backend::Emulated
-        || !(logical.contains(Events::ERR)
-            || (logical.contains(Events::PRI) && logical.intersects(Events::RDHUP | Events::HUP)))
+    b != Backend::Emulated || !logical.contains(Events::ERR)
 }
 
 /// What poll(2) shows on backend `b` when `logical` is set: exact everywhere except
