@@ -61,6 +61,11 @@ fn main() {
     )
     .unwrap();
     let v = Builder::new().backend(Backend::Emulated).build().unwrap();
+    let v2 = Builder::new().backend(Backend::Emulated).build().unwrap();
+    let (pa, pb) = pair();
+    let (qa, qb) = pair();
+    sockopt::set_socket_send_buffer_size(&qa, 1).unwrap();
+    rustix::net::send(&qa, &[0u8; 1153], SendFlags::DONTWAIT).unwrap();
     let ev = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
     epoll::add(&ev, &v, epoll::EventData::new_u64(0), epoll::EventFlags::IN).unwrap();
     let wait = |ep: &OwnedFd| {
@@ -142,6 +147,29 @@ fn main() {
             }),
         ),
         (
+            "socketpair send+recv",
+            Box::new(move || {
+                rustix::net::send(&pb, b"i", SendFlags::DONTWAIT | SendFlags::NOSIGNAL).unwrap();
+                let mut buf = [0u8; 512];
+                rustix::net::recv(&pa, &mut buf, RecvFlags::DONTWAIT).unwrap();
+            }),
+        ),
+        (
+            "socketpair+fill send+recv",
+            Box::new(move || {
+                rustix::net::send(&qb, b"i", SendFlags::DONTWAIT | SendFlags::NOSIGNAL).unwrap();
+                let mut buf = [0u8; 512];
+                rustix::net::recv(&qa, &mut buf, RecvFlags::DONTWAIT).unwrap();
+            }),
+        ),
+        (
+            "emulated add+del",
+            Box::new(move || {
+                v2.add(Events::IN).unwrap();
+                v2.del(Events::IN).unwrap();
+            }),
+        ),
+        (
             "emulated cycle",
             Box::new(move || {
                 v.add(Events::IN).unwrap();
@@ -150,6 +178,11 @@ fn main() {
             }),
         ),
     ];
+    // An argument other than flags keeps only the steps whose names contain it (for
+    // profiling one step at a time).
+    if let Some(only) = std::env::args().skip(1).find(|a| !a.starts_with("--")) {
+        steps.retain(|(name, _)| name.contains(only.as_str()));
+    }
     let mut results = vec![Vec::new(); steps.len()];
     for round in 0..rounds {
         for k in 0..steps.len() {

@@ -55,6 +55,7 @@ use rustix::net::{
     AddressFamily, RecvFlags, SendFlags, Shutdown, SocketFlags, SocketType, recv, send, shutdown,
     socketpair, sockopt,
 };
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::sync::OnceLock;
 
@@ -67,7 +68,7 @@ const PRI_BYTE: u8 = b'p';
 /// Room for one drain: the queue holds at most a few hundred bytes (IN bytes are capped
 /// by the peer's send buffer, and EAGAIN means IN is already set).
 const DRAIN: usize = 512;
-/// Upper bound of the bytes one send puts in flight to clear OUT (see `fill_len`).
+/// Most bytes one send may put in flight to clear OUT (see `fill_len`).
 const FILL: usize = 8192;
 
 /// Flags of every send: never block, never SIGPIPE.
@@ -107,17 +108,22 @@ fn new_pair(cloexec: bool) -> rustix::io::Result<(OwnedFd, OwnedFd)> {
     Ok((vpoll, peer))
 }
 
-/// Bytes that one send puts in flight to clear OUT: half the minimal send buffer (one
-/// socket buffer; its memory charge is over the quarter of the send buffer above which
-/// a Unix socket stops being writable, and under the half that one buffer may carry).
-/// Measured once: the minimum depends only on the kernel.
+/// Bytes that one send puts in flight to clear OUT: just over a quarter of the
+/// (minimal) send buffer. A Unix socket is writable while four times the memory its
+/// sent buffers hold is at most its send buffer size, and a buffer holds at least
+/// its data, so this one send always makes the vpoll end unwritable; smaller is
+/// cheaper to allocate. Measured once: the minimum depends only on the kernel.
 fn fill_len(vpoll: BorrowedFd<'_>) -> Result<usize> {
     static FILL_LEN: OnceLock<usize> = OnceLock::new();
     if let Some(n) = FILL_LEN.get() {
         return Ok(*n);
     }
     let sndbuf = retry(|| sockopt::socket_send_buffer_size(vpoll))?;
-    let n = (sndbuf / 2).saturating_sub(64).clamp(1, FILL);
+    let n = sndbuf / 4 + 1;
+    if n > FILL {
+        // Only a kernel that ignores the minimal SO_SNDBUF could get here.
+        return Err(Error::Io(Errno::NOBUFS.into()));
+    }
     Ok(*FILL_LEN.get_or_init(|| n))
 }
 
@@ -312,11 +318,21 @@ impl Pair<'_> {
     /// Drains the vpoll end's queue; restores PRI if the drain swallowed its byte.
     fn del_in(&self) -> Result<()> {
         let mut lost_pri = false;
+        // Uninitialised: this is the hot path, and zeroing the buffer would show.
+        let mut buf = [MaybeUninit::<u8>::uninit(); DRAIN];
         loop {
-            let mut buf = [0u8; DRAIN];
-            match retry(|| recv(self.vpoll, &mut buf, RecvFlags::DONTWAIT)) {
-                Ok((n, _)) => {
-                    lost_pri |= buf[..n].contains(&PRI_BYTE);
+            // EINTR is retried here rather than through `retry`, whose closure could
+            // not hand out the borrowed bytes.
+            let got = loop {
+                match recv(self.vpoll, &mut buf, RecvFlags::DONTWAIT) {
+                    Ok(((data, _), _)) => break Ok((data.len(), data.contains(&PRI_BYTE))),
+                    Err(Errno::INTR) => continue,
+                    Err(e) => break Err(e),
+                }
+            };
+            match got {
+                Ok((n, pri)) => {
+                    lost_pri |= pri;
                     if n < DRAIN {
                         break;
                     }
