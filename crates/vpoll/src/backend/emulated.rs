@@ -424,15 +424,16 @@ impl Pair<'_> {
         }
     }
 
-    /// Sets OUT by reading at the peer what `del_out` sent.
+    /// Sets OUT by reading at the peer what `del_out` sent, in one `recv`: a Unix
+    /// stream `recv` takes every queued byte that fits, and `FILL` holds all fills the
+    /// minimal send buffer admits. One call, not a loop to EAGAIN: a loop would also eat
+    /// a fill that a concurrent DEL OUT (another process sharing the fd) queued after
+    /// this ADD took effect, turning OUT back on behind its back.
     fn add_out(&self) -> Result<()> {
         let mut buf = [0u8; FILL];
-        loop {
-            match retry(|| recv(self.peer, &mut buf, RecvFlags::DONTWAIT)) {
-                Ok((_, 0)) | Err(Errno::AGAIN) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(e.into()),
-            }
+        match retry(|| recv(self.peer, &mut buf, RecvFlags::DONTWAIT)) {
+            Ok(_) | Err(Errno::AGAIN) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
