@@ -174,12 +174,21 @@ fn read_checked(s: &mut TcpStream, conn: u32, seq: u64) -> std::io::Result<usize
     Ok(4 + payload.len())
 }
 
-/// A client that sends `frames` checked frames (a window of them in flight) and verifies
-/// every echo; returns the bytes verified.
-fn checked_client(addr: SocketAddr, conn: u32, frames: u64, seed: u64) -> u64 {
+/// A client that connects, waits at `go` (if any), sends `frames` checked frames (a
+/// window of them in flight) and verifies every echo; returns the bytes verified.
+fn checked_client(
+    addr: SocketAddr,
+    conn: u32,
+    frames: u64,
+    seed: u64,
+    go: Option<&std::sync::Barrier>,
+) -> u64 {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     s.set_nodelay(true).unwrap();
+    if let Some(go) = go {
+        go.wait();
+    }
     let mut rng = Rng::new(seed);
     let (mut sent, mut got, mut bytes) = (0u64, 0u64, 0u64);
     while got < frames {
@@ -492,7 +501,7 @@ fn eintr_storm_child() {
                 let mut total = 0;
                 let mut round = 0;
                 while total == 0 || hits(0) < STORM_MIN_HITS {
-                    total += checked_client(addr, c, 100, u64::from(c) << 32 | round);
+                    total += checked_client(addr, c, 100, u64::from(c) << 32 | round, None);
                     round += 1;
                 }
                 total
@@ -634,20 +643,30 @@ fn peer_reset_mid_frame_ends_only_that_connection() {
     let (tx, rx) = mpsc::channel();
     let engine = Running::start(LengthPrefixed::u32(), Reporter { tx });
     let addr = engine.addr;
+    // Eight clients connect and wait while the victims reset, then exchange their frames
+    // over the connections that lived through the resets.
+    let go = std::sync::Arc::new(std::sync::Barrier::new(9));
     let good: Vec<JoinHandle<u64>> = (0..8u32)
-        .map(|c| std::thread::spawn(move || checked_client(addr, c, 300, u64::from(c))))
+        .map(|c| {
+            let go = go.clone();
+            std::thread::spawn(move || checked_client(addr, c, 300, u64::from(c), Some(&go)))
+        })
         .collect();
+    wait_until("the good clients to connect", || {
+        engine.handle.stats().accepted == 8
+    });
     for i in 0..5u32 {
         let mut victim = engine.connect();
-        // A header promising 1000 bytes, then only 10 of them.
+        // A header promising 1000 bytes, then only 10 of them, read by the engine.
         victim.write_all(&1000u32.to_be_bytes()).unwrap();
         victim.write_all(&[i as u8; 10]).unwrap();
         wait_until("the partial frame to be read", || {
-            engine.handle.stats().bytes_in >= 14
+            engine.handle.stats().bytes_in == 14 * u64::from(i + 1)
         });
         rustix::net::sockopt::set_socket_linger(&victim, Some(Duration::ZERO)).unwrap();
         drop(victim); // RST
     }
+    go.wait();
     let bytes: u64 = good.into_iter().map(|t| t.join().unwrap()).sum();
     let mut reasons = Vec::new();
     while reasons.len() < 13 {
