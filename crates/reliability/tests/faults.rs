@@ -242,6 +242,9 @@ fn emfile_child() {
     let (mut a, b) = UnixStream::pair().unwrap();
     b.set_nonblocking(true).unwrap();
     let reg = reactor.register(b.as_fd()).unwrap();
+    let queue = greenfd_taps::EventQueue::new().unwrap();
+    let source = greenfd_taps::Source::new(Events::empty());
+    let tap = source.tap(&queue, Events::IN, 9).unwrap();
 
     let limit = open_fds().unwrap() as u64 + 8;
     assert_eq!(set_nofile(limit).unwrap(), limit);
@@ -268,6 +271,24 @@ fn emfile_child() {
     assert_eq!(err.raw_os_error(), Some(libc::EMFILE), "{err}");
     let err = greenfd_rt::block_on(async {}).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EMFILE), "{err}");
+    let err = greenfd_taps::EventQueue::new().unwrap_err();
+    let emfile = match &err {
+        greenfd_taps::Error::Io(e) => e.raw_os_error() == Some(libc::EMFILE),
+        greenfd_taps::Error::Vpoll(e) => e.raw_os_error() == libc::EMFILE,
+        _ => false,
+    };
+    assert!(emfile, "EventQueue::new under EMFILE: {err:?}");
+    // The queue made before still delivers.
+    source.add(Events::IN);
+    let mut events = Vec::new();
+    queue.wait(&mut events, Some(PATIENCE)).unwrap();
+    assert_eq!(
+        events,
+        [greenfd_taps::Event {
+            token: 9,
+            events: Events::IN
+        }]
+    );
     // What existed keeps working.
     for v in &old_vpolls {
         v.add(Events::IN).unwrap();
@@ -308,6 +329,7 @@ fn emfile_child() {
         engine.handle.stats().accept_pauses
     );
     reg.deregister(b.as_fd()).unwrap();
+    tap.close();
     engine.stop();
 }
 
