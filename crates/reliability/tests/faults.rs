@@ -707,6 +707,60 @@ fn peer_reset_mid_frame_ends_only_that_connection() {
     engine.stop();
 }
 
+/// A flood: 600 clients connect at once to an engine limited to 64 connections. Accepting
+/// pauses at the limit and resumes as connections close; every client is served its
+/// checksummed echo, none is dropped.
+#[test]
+fn connection_flood_beyond_the_limit_is_served_in_turn() {
+    let engine = Engine::bind_with(
+        "127.0.0.1:0".parse().unwrap(),
+        LengthPrefixed::u32(),
+        Echo,
+        Config {
+            max_connections: 64,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    let (addr, handle) = (engine.local_addr(), engine.handle());
+    let server = std::thread::spawn(move || engine.run());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let served = rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tasks: Vec<_> = (0..600u32)
+            .map(|c| {
+                tokio::spawn(async move {
+                    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    let frame = checked_frame(&mut Rng::new(u64::from(c)), c, 0, 512);
+                    s.write_all(&frame).await.unwrap();
+                    let mut back = vec![0u8; frame.len()];
+                    s.read_exact(&mut back).await.unwrap();
+                    assert_eq!(back, frame, "client {c}: echo differs");
+                })
+            })
+            .collect();
+        let mut served = 0;
+        for t in tasks {
+            tokio::time::timeout(PATIENCE, t)
+                .await
+                .expect("a client was never served")
+                .unwrap();
+            served += 1;
+        }
+        served
+    });
+    wait_until("every flood connection to close", || {
+        handle.stats().closed == 600
+    });
+    let stats = handle.stats();
+    assert_eq!((served, stats.accepted), (600, 600));
+    handle.shutdown();
+    server.join().unwrap().unwrap();
+}
+
 /// A client that half-closes after sending gets every reply, then end of stream; the
 /// engine reports `PeerClosed` only after the replies are out.
 #[test]
