@@ -707,8 +707,7 @@ fn capi_fuzz_child() {
             _ => rng.index(72) as i32 - 4,
         }
     };
-    let (mut calls, mut errors, mut polls, mut refused, mut known_bug) =
-        (0usize, BTreeMap::new(), 0usize, 0usize, 0usize);
+    let (mut calls, mut errors, mut polls, mut refused) = (0usize, BTreeMap::new(), 0usize, 0usize);
     let total = script.len() + 20_000;
     for step in 0..total {
         let line = if step < script.len() {
@@ -805,22 +804,13 @@ fn capi_fuzz_child() {
                     }
                     (-1, Some(_), Some(before)) if may_refuse && err == libc::EINVAL => {
                         refused += 1;
-                        // Known bug, pinned by `faults.rs::emulated_refused_del_in_keeps_pri_after_hangup`
-                        // (ignored until fixed): clearing IN (DEL IN, or SET without IN) after
-                        // PRI and a hang-up drains the urgent byte, cannot send it again, and
-                        // reports EINVAL with PRI lost.
-                        let clears_in =
-                            (op == 2 && events & 0x1 != 0) || (op == 3 && events & 0x1 == 0);
-                        if clears_in && before & 0x2 != 0 && before & 0x2000 != 0 {
-                            known_bug += 1;
-                            model.insert(fd, Kind::Vpoll(poll_mask(fd)));
-                        } else {
-                            let after = poll_mask(fd);
-                            assert_eq!(
-                                after, before,
-                                "step {step} `{line}`: a refused request changed fd {fd} from {before:#x} to {after:#x}"
-                            );
-                        }
+                        // A refused request changes nothing (this once lost PRI on
+                        // the emulated backend; regression: faults.rs::emulated_refused_del_in_keeps_pri_after_hangup).
+                        let after = poll_mask(fd);
+                        assert_eq!(
+                            after, before,
+                            "step {step} `{line}`: a refused request changed fd {fd} from {before:#x} to {after:#x}"
+                        );
                     }
                     _ => {}
                 }
@@ -905,7 +895,7 @@ fn capi_fuzz_child() {
         }
     }
     println!(
-        "OK capi {backend}: {calls} calls, errno counts {errors:?}, {refused} refused by the backend ({known_bug} of them the known PRI-loss bug), {polls} poll checks, {live} fds closed at the end"
+        "OK capi {backend}: {calls} calls, errno counts {errors:?}, {refused} refused by the backend, {polls} poll checks, {live} fds closed at the end"
     );
 }
 
