@@ -17,6 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const CONNECTIONS: u32 = 1000;
 /// RSS growth allowed between the start and the end of the soak.
 const RSS_MARGIN_KIB: u64 = 64 * 1024;
+/// Safety net for every wait: a lost byte or a dead task fails the soak instead of hanging it.
+const PATIENCE: Duration = Duration::from_secs(30);
 /// Environment variable that sets the quick soak's duration in seconds.
 const SECS_ENV: &str = "GREENFD_SOAK_SECS";
 
@@ -80,9 +82,15 @@ async fn connection(
             out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
             out.extend_from_slice(&payload);
         }
-        s.write_all(&out).await.expect("write");
+        tokio::time::timeout(PATIENCE, s.write_all(&out))
+            .await
+            .expect("write stalled")
+            .expect("write");
         let mut back = vec![0u8; out.len()];
-        s.read_exact(&mut back).await.expect("read echo");
+        tokio::time::timeout(PATIENCE, s.read_exact(&mut back))
+            .await
+            .unwrap_or_else(|_| panic!("conn {conn}: echo missing after {PATIENCE:?} (lost bytes)"))
+            .expect("read echo");
         // The echo is the same frames in the same order: verify each, then the whole.
         let mut at = 0;
         for i in 0..batch {
@@ -161,7 +169,10 @@ fn soak(secs: u64) {
                 ))
             })
             .collect();
-        start.wait().await;
+        // A connection task that failed before its first round trip never arrives.
+        tokio::time::timeout(PATIENCE, start.wait())
+            .await
+            .expect("not every connection completed a first round trip");
         let t0 = Instant::now();
         deadline.set(t0 + Duration::from_secs(secs)).unwrap();
         let rss_start = rss_kib().unwrap();
@@ -174,7 +185,10 @@ fn soak(secs: u64) {
         }
         let rss_end = rss_kib().unwrap();
         for t in tasks {
-            t.await.expect("a connection task failed");
+            tokio::time::timeout(PATIENCE, t)
+                .await
+                .expect("a connection task hung")
+                .expect("a connection task failed");
         }
         (rss_start, rss_peak, rss_end, fds_during, t0.elapsed())
     });
