@@ -795,6 +795,7 @@ fn rt_task_sees_reset_while_its_neighbour_finishes() {
     let victim = TcpStream::connect(addr).unwrap();
     let (victim_srv, _) = listener.accept().unwrap();
     let mut peer = TcpStream::connect(addr).unwrap();
+    peer.set_read_timeout(Some(PATIENCE)).unwrap();
     let (neighbour_srv, _) = listener.accept().unwrap();
     let sent = Rng::new(5).bytes(1 << 20);
     let sent2 = sent.clone();
@@ -836,7 +837,10 @@ fn rt_task_sees_reset_while_its_neighbour_finishes() {
         // The reset arrives while both tasks are parked.
         rustix::net::sockopt::set_socket_linger(&victim, Some(Duration::ZERO)).unwrap();
         drop(victim);
-        (reader.await.unwrap(), echo.await.unwrap())
+        let both = async { (reader.await.unwrap(), echo.await.unwrap()) };
+        greenfd_rt::timeout(PATIENCE, both)
+            .await
+            .expect("a task never finished: the reset was not reported")
     })
     .unwrap();
     assert_eq!(reset_err, Some(ErrorKind::ConnectionReset));
@@ -922,6 +926,15 @@ fn reactor_waiter_on_a_vpoll_fd_wakes_with_closed() {
             .unwrap()
         });
         ask.write_all(b"c").unwrap();
+        // Bounded: a waiter that is never woken fails the test instead of hanging it.
+        let deadline = Instant::now() + PATIENCE;
+        while !runtime.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "{backend}: the waiting task never woke"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let (result, waiting, armed) = runtime.join().unwrap();
         assert!(
             matches!(&result, Err(e) if e.contains("closed")),
