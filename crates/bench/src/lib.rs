@@ -20,4 +20,5 @@ pub mod process;
 pub mod report;
 pub mod resp;
 pub mod scenarios;
+pub mod vpoll;
 pub mod wake;

@@ -1,5 +1,6 @@
 //! Repeated samples, their median and spread, and alternating ours/peer runs.
 
+use std::io;
 use std::time::{Duration, Instant};
 
 /// Repeated measurements of one quantity.
@@ -70,22 +71,69 @@ pub fn alternate<E>(
     Ok((a, b))
 }
 
-/// Mean nanoseconds per iteration of `f` over about `budget` of wall time.
-pub fn ns_per_iter(budget: Duration, mut f: impl FnMut()) -> f64 {
-    // Warm caches and branch predictors before the clock starts.
-    for _ in 0..100 {
-        f();
+/// One measured quantity: `sample(budget)` returns nanoseconds per operation.
+pub struct Probe {
+    /// Unique name, referenced by a comparison.
+    pub name: &'static str,
+    /// Runs the operation repeatedly for about the budget.
+    pub sample: Box<dyn FnMut(Duration) -> io::Result<f64>>,
+}
+
+impl Probe {
+    /// A probe that times `op` (one operation per call).
+    pub fn new(name: &'static str, mut op: impl FnMut() -> io::Result<()> + 'static) -> Probe {
+        Probe {
+            name,
+            sample: Box::new(move |budget| ns_per_op(budget, &mut op)),
+        }
+    }
+}
+
+/// Mean nanoseconds per call of `op` over about `budget` of wall time.
+pub fn ns_per_op(budget: Duration, op: &mut dyn FnMut() -> io::Result<()>) -> io::Result<f64> {
+    // Warm caches, branch predictors and lazily created state before the clock starts.
+    for _ in 0..32 {
+        op()?;
     }
     let start = Instant::now();
-    let mut iters: u64 = 0;
+    let mut n: u64 = 0;
     while start.elapsed() < budget {
-        for _ in 0..64 {
-            f();
+        for _ in 0..16 {
+            op()?;
         }
-        iters += 64;
+        n += 16;
     }
-    start.elapsed().as_nanos() as f64 / iters as f64
+    Ok(start.elapsed().as_nanos() as f64 / n as f64)
 }
+
+/// Samples every probe `rounds` times. Within a round the probes take turns in
+/// short slices (the order rotating every slice), so a burst of noise from the rest of
+/// the machine hits ours and the peer alike; a probe's sample for the round is the mean
+/// of its slices. Returns the samples in probe order.
+pub fn sample_probes(
+    probes: &mut [Probe],
+    rounds: usize,
+    budget: Duration,
+) -> io::Result<Vec<Samples>> {
+    let slice = budget / SLICES;
+    let mut out = vec![Samples::default(); probes.len()];
+    for _round in 0..rounds {
+        let mut sums = vec![0.0; probes.len()];
+        for turn in 0..SLICES as usize {
+            for k in 0..probes.len() {
+                let i = (k + turn) % probes.len();
+                sums[i] += (probes[i].sample)(slice)?;
+            }
+        }
+        for (samples, sum) in out.iter_mut().zip(sums) {
+            samples.push(sum / f64::from(SLICES));
+        }
+    }
+    Ok(out)
+}
+
+/// Slices per round and probe (see [`sample_probes`]).
+const SLICES: u32 = 10;
 
 #[cfg(test)]
 mod tests {
@@ -130,5 +178,27 @@ mod tests {
             || Ok(2.0),
         );
         assert_eq!(failed, Err("second run failed"));
+    }
+
+    #[test]
+    fn probes_are_sampled_in_rotating_slices() {
+        let order = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let probe = |name: &'static str, v: f64| {
+            let order = order.clone();
+            Probe {
+                name,
+                sample: Box::new(move |_| {
+                    order.borrow_mut().push(name);
+                    Ok(v)
+                }),
+            }
+        };
+        let mut probes = vec![probe("a", 1.0), probe("b", 2.0)];
+        let s = sample_probes(&mut probes, 2, Duration::ZERO).unwrap();
+        let order = order.borrow();
+        assert_eq!(order.len(), 2 * 2 * SLICES as usize);
+        assert_eq!(order[..4], ["a", "b", "b", "a"]);
+        assert_eq!((s[0].median(), s[1].median()), (1.0, 2.0));
+        assert_eq!(s[0].values().len(), 2);
     }
 }

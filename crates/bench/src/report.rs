@@ -5,13 +5,17 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
-/// Whether a larger or a smaller figure is better.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Better {
-    /// Throughput-like figures (msgs/s, req/s).
-    Higher,
-    /// Latency- or size-like figures (µs, MiB).
-    Lower,
+/// What a row must show to pass.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Goal {
+    /// ours / peer ≥ this (throughput-like figures).
+    AtLeast(f64),
+    /// ours / peer ≤ this (latency- and size-like figures).
+    AtMost(f64),
+    /// ours ≤ this many units, whatever the peer.
+    ValueAtMost(f64),
+    /// Reported for context only.
+    Info,
 }
 
 /// One scenario measured for greenfd and for its peer in the same run.
@@ -27,10 +31,8 @@ pub struct Row {
     pub peer_name: String,
     /// The peer's samples.
     pub peer: Samples,
-    /// Which direction is better.
-    pub better: Better,
-    /// The goal for `ours / peer` (≥ goal when higher is better, ≤ goal otherwise).
-    pub goal: f64,
+    /// What passing means.
+    pub goal: Goal,
 }
 
 impl Row {
@@ -39,18 +41,48 @@ impl Row {
         self.ours.median() / self.peer.median()
     }
 
-    /// Whether the ratio meets the goal.
-    pub fn pass(&self) -> bool {
-        match self.better {
-            Better::Higher => self.ratio() >= self.goal,
-            Better::Lower => self.ratio() <= self.goal,
+    /// Whether the goal is met (`None` for information rows).
+    pub fn pass(&self) -> Option<bool> {
+        match self.goal {
+            Goal::AtLeast(r) => Some(self.ratio() >= r),
+            Goal::AtMost(r) => Some(self.ratio() <= r),
+            Goal::ValueAtMost(v) => Some(self.ours.median() <= v),
+            Goal::Info => None,
         }
     }
 
     fn goal_text(&self) -> String {
-        match self.better {
-            Better::Higher => format!("≥ {:.2}×", self.goal),
-            Better::Lower => format!("≤ {:.2}×", self.goal),
+        match self.goal {
+            Goal::AtLeast(r) => format!("≥ {r:.2}×"),
+            Goal::AtMost(r) => format!("≤ {r:.2}×"),
+            Goal::ValueAtMost(v) => format!("≤ {v} {}", self.unit),
+            Goal::Info => "info".into(),
+        }
+    }
+
+    /// The goal as a ratio, for the chart's tick (value goals have none).
+    fn goal_ratio(&self) -> Option<f64> {
+        match self.goal {
+            Goal::AtLeast(r) | Goal::AtMost(r) => Some(r),
+            Goal::ValueAtMost(_) | Goal::Info => None,
+        }
+    }
+
+    /// The goal as (kind, value) for the JSON report.
+    fn goal_json(&self) -> (&'static str, f64) {
+        match self.goal {
+            Goal::AtLeast(r) => ("ratio_at_least", r),
+            Goal::AtMost(r) => ("ratio_at_most", r),
+            Goal::ValueAtMost(v) => ("value_at_most", v),
+            Goal::Info => ("info", f64::NAN),
+        }
+    }
+
+    fn result_text(&self) -> &'static str {
+        match self.pass() {
+            Some(true) => "pass",
+            Some(false) => "BELOW GOAL",
+            None => "-",
         }
     }
 }
@@ -90,11 +122,7 @@ pub fn table(rows: &[Row]) -> String {
                 r.peer_name.clone(),
                 format!("{:.2}×", r.ratio()),
                 r.goal_text(),
-                if r.pass() {
-                    "pass".into()
-                } else {
-                    "BELOW GOAL".into()
-                },
+                r.result_text().into(),
             ]
         })
         .collect();
@@ -163,7 +191,7 @@ pub fn json(rows: &[Row], context: &[(&str, String)]) -> String {
     for (i, r) in rows.iter().enumerate() {
         let _ = writeln!(
             out,
-            "    {{\"scenario\": {}, \"unit\": {}, \"ours_median\": {}, \"ours_samples\": {}, \"peer\": {}, \"peer_median\": {}, \"peer_samples\": {}, \"ratio\": {}, \"goal\": {}, \"higher_is_better\": {}, \"pass\": {}}}{}",
+            "    {{\"scenario\": {}, \"unit\": {}, \"ours_median\": {}, \"ours_samples\": {}, \"peer\": {}, \"peer_median\": {}, \"peer_samples\": {}, \"ratio\": {}, \"goal\": {}, \"goal_value\": {}, \"pass\": {}}}{}",
             json_str(&r.scenario),
             json_str(r.unit),
             json_num(r.ours.median()),
@@ -172,9 +200,9 @@ pub fn json(rows: &[Row], context: &[(&str, String)]) -> String {
             json_num(r.peer.median()),
             json_list(r.peer.values()),
             json_num(r.ratio()),
-            json_num(r.goal),
-            r.better == Better::Higher,
-            r.pass(),
+            json_str(r.goal_json().0),
+            json_num(r.goal_json().1),
+            r.pass().map_or("null".into(), |p| p.to_string()),
             if i + 1 < rows.len() { "," } else { "" }
         );
     }
@@ -195,7 +223,7 @@ pub fn svg(rows: &[Row]) -> String {
     let plot_w = 420.0;
     let max_ratio = rows
         .iter()
-        .flat_map(|r| [r.ratio(), r.goal])
+        .flat_map(|r| [r.ratio(), r.goal_ratio().unwrap_or(0.0)])
         .filter(|v| v.is_finite())
         .fold(2.0_f64, f64::max);
     let scale = plot_w / max_ratio;
@@ -212,7 +240,12 @@ pub fn svg(rows: &[Row]) -> String {
         } else {
             0.0
         };
-        let color = if r.pass() { "#3a7d44" } else { "#c0392b" };
+        let color = match r.pass() {
+            Some(true) => "#3a7d44",
+            Some(false) => "#c0392b",
+            None => "#7f8c8d",
+        };
+        let tick = r.goal_ratio().unwrap_or(f64::NAN);
         let _ = writeln!(
             out,
             "<text x=\"10\" y=\"{:.1}\">{}</text>\n<rect x=\"{label_w}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"/>\n<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\" stroke-width=\"2\"/>\n<text x=\"{:.1}\" y=\"{:.1}\">{:.2}×</text>",
@@ -221,8 +254,8 @@ pub fn svg(rows: &[Row]) -> String {
             y + 3.0,
             ratio * scale,
             bar_h - 6.0,
-            label_w + r.goal * scale,
-            label_w + r.goal * scale,
+            label_w + tick * scale,
+            label_w + tick * scale,
             y,
             y + bar_h,
             label_w + ratio * scale + 6.0,
@@ -257,39 +290,43 @@ pub fn write_files(
 mod tests {
     use super::*;
 
-    fn row(ours: f64, peer: f64, better: Better, goal: f64) -> Row {
+    fn row(ours: f64, peer: f64, goal: Goal) -> Row {
         Row {
             scenario: "s \"q\" <x>".into(),
             unit: "msgs/s",
             ours: Samples::from(vec![ours]),
             peer_name: "p".into(),
             peer: Samples::from(vec![peer]),
-            better,
             goal,
         }
     }
 
     #[test]
     fn pass_follows_direction() {
-        assert!(row(110.0, 100.0, Better::Higher, 1.1).pass());
-        assert!(!row(100.0, 100.0, Better::Higher, 1.1).pass());
-        assert!(row(90.0, 100.0, Better::Lower, 1.0).pass());
-        assert!(!row(120.0, 100.0, Better::Lower, 1.0).pass());
+        assert_eq!(row(110.0, 100.0, Goal::AtLeast(1.1)).pass(), Some(true));
+        assert_eq!(row(100.0, 100.0, Goal::AtLeast(1.1)).pass(), Some(false));
+        assert_eq!(row(90.0, 100.0, Goal::AtMost(1.0)).pass(), Some(true));
+        assert_eq!(row(120.0, 100.0, Goal::AtMost(1.0)).pass(), Some(false));
+        assert_eq!(row(9.0, 100.0, Goal::ValueAtMost(10.0)).pass(), Some(true));
+        assert_eq!(row(11.0, 1.0, Goal::ValueAtMost(10.0)).pass(), Some(false));
+        assert_eq!(row(11.0, 1.0, Goal::Info).pass(), None);
     }
 
     #[test]
     fn outputs_escape_and_carry_every_row() {
         let rows = [
-            row(2.0, 1.0, Better::Higher, 1.0),
-            row(1.0, 2.0, Better::Lower, 1.0),
+            row(2.0, 1.0, Goal::AtLeast(1.0)),
+            row(1.0, 2.0, Goal::AtMost(1.0)),
+            row(1.0, 2.0, Goal::Info),
         ];
         let j = json(&rows, &[("date", "today".into())]);
         assert!(j.contains("\"s \\\"q\\\" <x>\""));
-        assert_eq!(j.matches("\"scenario\"").count(), 2);
+        assert_eq!(j.matches("\"scenario\"").count(), 3);
+        assert!(j.contains("\"goal\": \"info\", \"goal_value\": null, \"pass\": null"));
         let s = svg(&rows);
         assert!(s.contains("&lt;x&gt;") && s.ends_with("</svg>\n"));
         let t = table(&rows);
-        assert_eq!(t.lines().count(), 3);
+        assert_eq!(t.lines().count(), 4);
         assert!(t.contains("2.00×") && t.contains("0.50×"));
     }
 }

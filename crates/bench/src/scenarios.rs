@@ -4,7 +4,7 @@ use crate::echo::{self, Server};
 use crate::measure::{Samples, alternate};
 use crate::pin::{self, Placement};
 use crate::process::{ChildGuard, free_port, have};
-use crate::report::{Better, Row};
+use crate::report::{Goal, Row};
 use crate::{memory, resp, wake};
 use std::io;
 use std::net::SocketAddr;
@@ -15,27 +15,35 @@ use std::time::Duration;
 /// How long and how often to measure.
 #[derive(Clone, Copy, Debug)]
 pub struct Plan {
-    /// Alternating repetitions per figure.
+    /// Alternating repetitions per throughput/latency figure.
     pub reps: usize,
     /// Length of one throughput run.
     pub run: Duration,
+    /// Interleaved rounds per micro-operation probe (vpoll).
+    pub rounds: usize,
+    /// Wall time of one probe sample (vpoll).
+    pub sample: Duration,
     /// Whether this is the short CI smoke variant.
     pub quick: bool,
 }
 
 impl Plan {
-    /// The full plan (minutes) or the quick smoke plan (seconds).
+    /// The full plan (minutes) or the quick smoke plan (well under a minute).
     pub fn new(quick: bool) -> Plan {
         if quick {
             Plan {
                 reps: 2,
                 run: Duration::from_millis(250),
+                rounds: 5,
+                sample: Duration::from_millis(20),
                 quick,
             }
         } else {
             Plan {
                 reps: 5,
                 run: Duration::from_secs(2),
+                rounds: 11,
+                sample: Duration::from_millis(100),
                 quick,
             }
         }
@@ -61,8 +69,7 @@ fn row(
     unit: &'static str,
     (ours, peer): (Samples, Samples),
     peer_name: &str,
-    better: Better,
-    goal: f64,
+    goal: Goal,
 ) -> Row {
     Row {
         scenario,
@@ -70,7 +77,6 @@ fn row(
         ours,
         peer_name: peer_name.into(),
         peer,
-        better,
         goal,
     }
 }
@@ -99,8 +105,7 @@ pub fn echo(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
             "msgs/s",
             s,
             "tokio current_thread",
-            Better::Higher,
-            1.0,
+            Goal::AtLeast(1.0),
         ));
         progress(&format!("echo 1 conn, busy-poll, vs tokio ({tag})"));
         let spin = || {
@@ -122,8 +127,7 @@ pub fn echo(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
             "msgs/s",
             s,
             "tokio current_thread",
-            Better::Higher,
-            1.5,
+            Goal::AtLeast(1.5),
         ));
         progress(&format!("echo 1 conn vs mio ({tag})"));
         let s = alternate(
@@ -136,8 +140,7 @@ pub fn echo(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
             "msgs/s",
             s,
             "raw mio loop",
-            Better::Higher,
-            0.95,
+            Goal::AtLeast(0.95),
         ));
         progress(&format!("echo {many} conns vs tokio ({tag})"));
         let s = alternate(
@@ -150,8 +153,7 @@ pub fn echo(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
             "msgs/s",
             s,
             "tokio current_thread",
-            Better::Higher,
-            1.1,
+            Goal::AtLeast(1.1),
         ));
     }
     Ok(rows)
@@ -175,8 +177,7 @@ pub fn wake(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
             "µs",
             s,
             "tokio current_thread",
-            Better::Lower,
-            1.0,
+            Goal::AtMost(1.0),
         ));
     }
     Ok(rows)
@@ -242,8 +243,7 @@ pub fn resp(exe: &Path, plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Ro
                     "req/s",
                     (ours_s, peer_s),
                     "redis-server",
-                    Better::Higher,
-                    1.0,
+                    Goal::AtLeast(1.0),
                 ));
             }
         }
@@ -274,7 +274,6 @@ pub fn memory(exe: &Path, plan: Plan, progress: Progress<'_>) -> io::Result<Vec<
         "MiB",
         s,
         "tokio current_thread",
-        Better::Lower,
-        1.0,
+        Goal::AtMost(1.0),
     )])
 }
