@@ -3,9 +3,11 @@
 //! the whole process (a lowered fd limit, a signal storm, `fork`, an aborted FUSE
 //! connection) run in a re-executed child of this test binary.
 
+mod common;
+use common::{PATIENCE, Running};
+
 use greenfd_engine::{
-    Config, ConnId, Ctx, DisconnectReason, Echo, Engine, EngineError, EngineHandle, Framing,
-    Handler, LengthPrefixed, Lines,
+    Config, ConnId, Ctx, DisconnectReason, Echo, Engine, Handler, LengthPrefixed, Lines,
 };
 use greenfd_reactor::Reactor;
 use greenfd_reliability::{
@@ -23,8 +25,6 @@ use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Safety net for every wait: a bug fails the test instead of hanging it.
-const PATIENCE: Duration = Duration::from_secs(30);
 /// Safety net for a child process.
 const CHILD_PATIENCE: Duration = Duration::from_secs(120);
 
@@ -91,46 +91,6 @@ impl Handler for Reporter {
     }
     fn on_disconnect(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, reason: &DisconnectReason) {
         self.tx.send((id, reason.clone())).ok();
-    }
-}
-
-/// A running engine on its own thread.
-struct Running {
-    addr: SocketAddr,
-    handle: EngineHandle,
-    thread: Option<JoinHandle<Result<(), EngineError>>>,
-}
-
-impl Running {
-    fn start<F: Framing + 'static, H: Handler + Send + 'static>(framing: F, handler: H) -> Running {
-        let engine = Engine::bind_with(
-            "127.0.0.1:0".parse().unwrap(),
-            framing,
-            handler,
-            Config::default(),
-        )
-        .unwrap();
-        Running {
-            addr: engine.local_addr(),
-            handle: engine.handle(),
-            thread: Some(std::thread::spawn(move || engine.run())),
-        }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(PATIENCE)).unwrap();
-        s.set_write_timeout(Some(PATIENCE)).unwrap();
-        s.set_nodelay(true).unwrap();
-        s
-    }
-
-    fn stop(mut self) {
-        self.handle.shutdown();
-        let t = self.thread.take().unwrap();
-        t.join()
-            .expect("engine thread panicked")
-            .expect("engine failed");
     }
 }
 

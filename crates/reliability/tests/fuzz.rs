@@ -3,20 +3,16 @@
 //! (`corpus/`), their mutations, and seeded random bytes; the seed is printed and can be
 //! replayed with `GREENFD_FUZZ_SEED`.
 
+mod common;
+use common::{PATIENCE, Running};
+
 use greenfd_engine::framing::{command_args, split_frames};
 use greenfd_engine::resp_server::{Db, RespServer, execute};
-use greenfd_engine::{
-    Config, Echo, Engine, EngineError, EngineHandle, FrameError, Framing, LengthPrefixed, Lines,
-    Parsed, Raw, Resp,
-};
+use greenfd_engine::{Echo, FrameError, Framing, LengthPrefixed, Lines, Parsed, Raw, Resp};
 use greenfd_reliability::{Rng, corpus, is_child, seed, tagged_lines};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::thread::JoinHandle;
+use std::net::Shutdown;
 use std::time::Duration;
-
-/// Safety net for every blocking read in these tests.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 /// The framings under test, each with a small maximum so the limits are actually hit.
 fn framings() -> Vec<(&'static str, Box<dyn Framing>)> {
@@ -309,49 +305,6 @@ fn resp_frames_always_parse_and_every_command_gets_one_well_formed_reply() {
         commands > 2000,
         "too few commands reached execute: {commands}"
     );
-}
-
-/// A running engine on its own thread.
-struct Running {
-    addr: SocketAddr,
-    handle: EngineHandle,
-    thread: Option<JoinHandle<Result<(), EngineError>>>,
-}
-
-impl Running {
-    fn start<F: Framing + 'static, H: greenfd_engine::Handler + Send + 'static>(
-        framing: F,
-        handler: H,
-    ) -> Running {
-        let engine = Engine::bind_with(
-            "127.0.0.1:0".parse().unwrap(),
-            framing,
-            handler,
-            Config::default(),
-        )
-        .unwrap();
-        Running {
-            addr: engine.local_addr(),
-            handle: engine.handle(),
-            thread: Some(std::thread::spawn(move || engine.run())),
-        }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(PATIENCE)).unwrap();
-        s.set_write_timeout(Some(PATIENCE)).unwrap();
-        s.set_nodelay(true).unwrap();
-        s
-    }
-
-    fn stop(mut self) {
-        self.handle.shutdown();
-        let t = self.thread.take().unwrap();
-        t.join()
-            .expect("engine thread panicked")
-            .expect("engine failed");
-    }
 }
 
 /// Sends `input` in random pieces, half-closes, and returns every byte the server sent
