@@ -4,6 +4,8 @@
 //! need another process re-run this test binary with `GREENFD_FUSE_TEST_ROLE` set, which
 //! makes [`zz_role`] play that part (forking only happens in that subprocess).
 
+mod common;
+
 use greenfd_vpoll::{Backend, Builder, Error, Events, Op, VpollFd};
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll::{self, EventData, EventFlags};
@@ -95,45 +97,6 @@ fn epoll_wait(ep: &OwnedFd, timeout: Option<Duration>) -> Vec<(u64, Events)> {
         .collect()
 }
 
-/// What select(2) reports for `fd` now: (readable, writable, exceptional).
-fn select_now(fd: BorrowedFd<'_>) -> (bool, bool, bool) {
-    let raw = fd.as_raw_fd();
-    assert!((raw as usize) < libc::FD_SETSIZE, "fd too large for select");
-    // SAFETY: fd_set is plain data; FD_ZERO/FD_SET/FD_ISSET get valid pointers and an fd
-    // below FD_SETSIZE; select gets valid sets and a zero timeout.
-    unsafe {
-        let mut r: libc::fd_set = std::mem::zeroed();
-        let mut w: libc::fd_set = std::mem::zeroed();
-        let mut x: libc::fd_set = std::mem::zeroed();
-        libc::FD_ZERO(&mut r);
-        libc::FD_ZERO(&mut w);
-        libc::FD_ZERO(&mut x);
-        libc::FD_SET(raw, &mut r);
-        libc::FD_SET(raw, &mut w);
-        libc::FD_SET(raw, &mut x);
-        let mut tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        };
-        let n = libc::select(raw + 1, &mut r, &mut w, &mut x, &mut tv);
-        assert!(n >= 0, "select: {}", std::io::Error::last_os_error());
-        (
-            libc::FD_ISSET(raw, &r),
-            libc::FD_ISSET(raw, &w),
-            libc::FD_ISSET(raw, &x),
-        )
-    }
-}
-
-/// What select(2) must report for `mask`, by the kernel's POLLIN_SET/POLLOUT_SET/POLLEX_SET.
-fn select_expected(mask: Events) -> (bool, bool, bool) {
-    (
-        mask.intersects(Events::IN | Events::HUP | Events::ERR),
-        mask.intersects(Events::OUT | Events::ERR),
-        mask.contains(Events::PRI),
-    )
-}
-
 #[test]
 fn every_mask_reaches_epoll_poll_and_select_exactly() {
     if !fuse_available() {
@@ -149,8 +112,8 @@ fn every_mask_reaches_epoll_poll_and_select_exactly() {
         assert_eq!(v.events().unwrap(), mask, "events(), mask {mask:?}");
         assert_eq!(greenfd_vpoll::events_fd(v.as_fd()).unwrap(), mask);
         assert_eq!(
-            select_now(v.as_fd()),
-            select_expected(mask),
+            common::select_sets(v.as_fd()),
+            common::expected_select(mask),
             "select(2), mask {mask:?}"
         );
         if mask.is_empty() {
