@@ -657,6 +657,20 @@ fn rest(rx: &mpsc::Receiver<String>) -> Vec<String> {
     lines
 }
 
+/// Lets a role subprocess finish (promptly) and asserts it succeeded and printed
+/// `"{ok} ok"`.
+fn expect_role_ok(child: &mut Child, ok: &str) {
+    let rx = lines_of(child);
+    let status = wait_promptly(child);
+    let lines = rest(&rx);
+    assert!(
+        status.success(),
+        "child failed: {status}, output {lines:#?}"
+    );
+    let want = format!("{ok} ok");
+    assert!(lines.contains(&want), "{lines:#?}");
+}
+
 /// Waits for `child` to terminate, failing the test after [`SAFETY`].
 fn wait_promptly(child: &mut Child) -> std::process::ExitStatus {
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
@@ -765,14 +779,7 @@ fn the_classic_mount_fallback_works_and_leaves_nothing_behind() {
         return;
     }
     let mut child = spawn_role("legacy-mount", &[]);
-    let rx = lines_of(&mut child);
-    let status = wait_promptly(&mut child);
-    let lines = rest(&rx);
-    assert!(
-        status.success(),
-        "child failed: {status}, output {lines:#?}"
-    );
-    assert!(lines.iter().any(|l| l == "legacy ok"), "{lines:#?}");
+    expect_role_ok(&mut child, "legacy");
     assert_eq!(leftover_dirs(child.id()), Vec::<String>::new());
     assert_eq!(vpoll_mounts(), Vec::<String>::new());
 }
@@ -808,14 +815,7 @@ fn without_cap_sys_admin_probe_and_create_say_why() {
         return;
     }
     let mut child = spawn_role("nocap", &[]);
-    let rx = lines_of(&mut child);
-    let status = wait_promptly(&mut child);
-    let lines = rest(&rx);
-    assert!(
-        status.success(),
-        "child failed: {status}, output {lines:#?}"
-    );
-    assert!(lines.iter().any(|l| l == "nocap ok"), "{lines:#?}");
+    expect_role_ok(&mut child, "nocap");
 }
 
 #[test]
@@ -824,14 +824,7 @@ fn a_forked_child_creates_its_own_vpoll_fds_and_ctls_inherited_ones() {
         return;
     }
     let mut child = spawn_role("fork-create", &[]);
-    let rx = lines_of(&mut child);
-    let status = wait_promptly(&mut child);
-    let lines = rest(&rx);
-    assert!(
-        status.success(),
-        "child failed: {status}, output {lines:#?}"
-    );
-    assert!(lines.iter().any(|l| l == "fork-create ok"), "{lines:#?}");
+    expect_role_ok(&mut child, "fork-create");
 }
 
 /// Runs a child that holds live vpoll fds (watched by epoll, one thread blocked in
