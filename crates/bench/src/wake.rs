@@ -68,7 +68,7 @@ pub enum Runtime {
     Tokio,
 }
 
-/// Median-free mean of `rounds` signal → task runs → ack round trips, in µs.
+/// Mean of `rounds` signal → task runs → ack round trips, in µs.
 pub fn round_trip_us(runtime: Runtime, rounds: u64) -> io::Result<f64> {
     let signal = Arc::new(Signal::default());
     let acked = Arc::new(AtomicU64::new(0));

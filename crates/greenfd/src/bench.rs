@@ -11,7 +11,7 @@ use crate::CliResult;
 use greenfd_bench::report::{self, Row};
 use greenfd_bench::scenarios::{self, Plan};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// What to measure.
@@ -96,16 +96,12 @@ pub fn run(args: Args) -> CliResult {
         started.elapsed().as_secs_f64()
     )?;
     report::write_files(&rows, &context(plan), &args.json, &args.svg)?;
-    eprintln!("wrote {} and {}", show(&args.json), show(&args.svg));
+    eprintln!("wrote {} and {}", args.json.display(), args.svg.display());
     if failed.is_empty() {
         Ok(())
     } else {
         Err(format!("some scenarios could not run: {}", failed.join("; ")).into())
     }
-}
-
-fn show(p: &Path) -> String {
-    p.display().to_string()
 }
 
 /// Facts about the run recorded in the JSON report.
