@@ -2,12 +2,8 @@
 //! and lands in the table, the JSON report and the SVG chart. No ratio is asserted:
 //! this is a debug build on a shared machine; figures belong to release runs.
 
+use greenfd_bench::process::have;
 use std::process::Command;
-
-fn have(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-}
 
 #[test]
 fn bench_all_quick_reports_every_scenario() {
