@@ -46,8 +46,7 @@
 
 use crate::framing::{FrameError, Framing, split_frames};
 use crate::outbuf::OutBuf;
-use greenfd_reactor::{Events, Interest, Mode, Poller, Waker};
-use rustix::event::epoll::EventFlags;
+use greenfd_reactor::{EventBuffer, Interest, Mode, Poller, Waker};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use std::collections::VecDeque;
@@ -775,7 +774,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
     /// `epoll_wait`, preceded by up to [`Config::busy_poll`] of zero-timeout polls when
     /// it would block: a request that arrives within the spin is served without the
     /// sleep/wake-up, which in a VM costs far more than the polls.
-    fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+    fn wait(&self, events: &mut EventBuffer, timeout: Option<Duration>) -> io::Result<usize> {
         let poller = &self.core.poller;
         if self.config.busy_poll.is_zero() || timeout == Some(Duration::ZERO) {
             return poller.wait(events, timeout);
@@ -800,7 +799,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
         // Made here, not stored: rustix's epoll records can hold a pointer, which would
         // make `Engine` `!Send` and stop it from being built on one thread and run on
         // another.
-        let mut events = Events::with_capacity(self.config.events);
+        let mut events = EventBuffer::with_capacity(self.config.events);
         loop {
             if self.core.shared.shutdown.load(Ordering::Acquire) {
                 return Ok(());
@@ -946,9 +945,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
     /// Disarms the listener and schedules a retry.
     fn pause_accept(&mut self) -> io::Result<()> {
         if let Some(listener) = self.listener.as_ref() {
-            self.core
-                .poller
-                .modify_raw(listener.as_fd(), LISTENER, EventFlags::empty())?;
+            self.core.poller.disarm(listener.as_fd(), LISTENER)?;
         }
         self.accept_paused = Some(Instant::now() + self.config.accept_retry);
         Ok(())
