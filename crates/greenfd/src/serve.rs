@@ -5,8 +5,8 @@
 //! handler runs inside the loops, and no reply in flight is torn in half by a signal.
 
 use crate::CliResult;
-use greenfd_engine::resp_server::{Db, RespServer};
-use greenfd_engine::{Config, Echo, Group, Lines, Raw, Resp};
+use greenfd_engine::{Config, Echo, Group, Lines, Raw};
+use greenfd_resp::{Db, Resp, RespServer};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
