@@ -1,5 +1,6 @@
 //! The tunables of one engine.
 
+use crate::driver::IoDriver;
 use std::time::Duration;
 
 /// Tunables of one engine.
@@ -28,6 +29,8 @@ pub struct Config {
     /// `epoll_wait` sleeps (zero, the default, never spins). Trades a CPU for latency
     /// where a wake-up is expensive (cross-CPU in a VM: ~25 µs).
     pub busy_poll: Duration,
+    /// The I/O driver ([`IoDriver::Auto`]: io_uring when the kernel has it).
+    pub io: IoDriver,
 }
 
 impl Default for Config {
@@ -42,6 +45,7 @@ impl Default for Config {
             nodelay: true,
             accept_retry: Duration::from_millis(100),
             busy_poll: Duration::ZERO,
+            io: IoDriver::Auto,
         }
     }
 }

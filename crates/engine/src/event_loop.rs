@@ -46,6 +46,7 @@
 
 use crate::config::Config;
 use crate::conn::{ConnId, ConnTable};
+use crate::driver::IoDriver;
 use crate::error::{DisconnectReason, EngineError};
 use crate::framing::Framing;
 use crate::handle::{EngineHandle, Queued, Shared, Stats};
@@ -87,6 +88,8 @@ pub struct Engine<F, H> {
     pub(crate) accept_paused: Option<Instant>,
     /// Tunables.
     pub(crate) config: Config,
+    /// The io_uring ring `run` uses (`None`: epoll).
+    pub(crate) uring: Option<crate::uring::Prepared>,
 }
 
 /// Creates a non-blocking listening TCP socket, with `SO_REUSEPORT` if asked.
@@ -127,6 +130,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
         let listener =
             listen(addr, &config).map_err(|source| EngineError::Bind { addr, source })?;
         let local_addr = listener.local_addr()?;
+        let uring = crate::uring::prepare(config.io, config.read_buffer.max(512))?;
         let poller = Poller::new()?;
         let waker = Waker::new()?;
         poller.add(listener.as_fd(), LISTENER, Interest::READABLE, Mode::Edge)?;
@@ -161,6 +165,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
             rbuf: vec![0; config.read_buffer.max(512)].into_boxed_slice(),
             accept_paused: None,
             config,
+            uring,
         })
     }
 
@@ -177,9 +182,22 @@ impl<F: Framing, H: Handler> Engine<F, H> {
         }
     }
 
+    /// The I/O driver this engine runs on (never [`IoDriver::Auto`]: that is resolved
+    /// when binding).
+    pub fn io_driver(&self) -> IoDriver {
+        if self.uring.is_some() {
+            IoDriver::Uring
+        } else {
+            IoDriver::Epoll
+        }
+    }
+
     /// Runs the loop on this thread until [`EngineHandle::shutdown`].
     pub fn run(mut self) -> Result<(), EngineError> {
-        let result = self.run_loop();
+        let result = match self.uring.take() {
+            Some(ring) => crate::uring::run(&mut self, ring),
+            None => self.run_loop(),
+        };
         self.stop();
         result
     }

@@ -51,10 +51,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#![forbid(unsafe_code)]
+// `unsafe` is allowed in one file only: the io_uring ring and the memory it shares
+// with the kernel (`uring/ring.rs`).
+#![deny(unsafe_code)]
 
 mod config;
 mod conn;
+mod driver;
 mod error;
 mod event_loop;
 mod framing;
@@ -64,9 +67,11 @@ mod handler;
 mod outbuf;
 mod state;
 mod steps;
+mod uring;
 
 pub use config::Config;
 pub use conn::ConnId;
+pub use driver::{IoDriver, UnknownDriver};
 pub use error::{DisconnectReason, EngineError, SendError};
 pub use event_loop::Engine;
 pub use framing::{

@@ -90,8 +90,19 @@ impl OutBuf {
         Ok(n)
     }
 
+    /// The unsent bytes as at most `max` slices, in order (for a caller that submits
+    /// its own vectored write, like the io_uring driver).
+    pub(crate) fn slices(&self, max: usize) -> impl Iterator<Item = &[u8]> + '_ {
+        let head = self.head;
+        self.chunks
+            .iter()
+            .take(max)
+            .enumerate()
+            .map(move |(i, chunk)| &chunk[if i == 0 { head } else { 0 }..])
+    }
+
     /// Drops the first `n` unsent bytes.
-    fn consume(&mut self, mut n: usize) {
+    pub(crate) fn consume(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
             let remaining = self.chunks[0].len() - self.head;

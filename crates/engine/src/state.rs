@@ -87,11 +87,16 @@ impl Core {
         let id = self.conns.insert(fd, |fd, id| {
             poller.add(fd.as_fd(), id.as_u64(), Interest::READABLE, Mode::Edge)
         })?;
+        self.claim_slot(id);
+        Ok(id)
+    }
+
+    /// Starts `id`'s output accounting (its slot word: its generation, nothing queued).
+    pub(crate) fn claim_slot(&self, id: ConnId) {
         self.shared.slots[id.index()].store(
             u64::from(id.generation()) << PENDING_BITS,
             Ordering::Release,
         );
-        Ok(id)
     }
 
     /// Removes a connection, closing its socket; returns whether it was open.

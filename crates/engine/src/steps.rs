@@ -20,7 +20,7 @@ use std::time::Instant;
 const READ_BUDGET: usize = 16;
 
 /// Whether an `accept` error means "out of fds or memory": pause, don't spin.
-fn is_resource_exhaustion(e: Errno) -> bool {
+pub(crate) fn is_resource_exhaustion(e: Errno) -> bool {
     e == Errno::MFILE || e == Errno::NFILE || e == Errno::NOBUFS || e == Errno::NOMEM
 }
 
@@ -178,7 +178,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
 
     /// Splits and dispatches the connection's buffered bytes plus `rbuf[..n]`.
     /// Returns false if the connection is gone or must not be read further now.
-    fn process_input(&mut self, id: ConnId, n: usize) -> bool {
+    pub(crate) fn process_input(&mut self, id: ConnId, n: usize) -> bool {
         let Engine {
             core,
             framing,

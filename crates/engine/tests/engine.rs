@@ -1,9 +1,10 @@
 //! The engine against real TCP sockets on loopback: framing across reads, bad clients,
-//! cross-thread sends, backpressure, peer resets, shutdown, fd exhaustion.
+//! cross-thread sends, backpressure, peer resets, shutdown, fd exhaustion. Every test
+//! runs once per I/O driver (`<test>::epoll`, `<test>::uring`; see [`on_both_drivers`]).
 
 use greenfd_engine::{
     Config, ConnId, Ctx, DisconnectReason, Echo, Engine, EngineError, EngineHandle, Framing, Group,
-    Handler, LengthPrefixed, Lines, Raw, SendError,
+    Handler, IoDriver, LengthPrefixed, Lines, Raw, SendError,
 };
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -63,8 +64,14 @@ impl Running {
         F: Framing + 'static,
         H: Handler + Send + 'static,
     {
+        let io = config.io;
         let engine =
             Engine::bind_with("127.0.0.1:0".parse().unwrap(), framing, handler, config).unwrap();
+        assert_eq!(
+            engine.io_driver(),
+            io,
+            "the engine runs on the driver asked for"
+        );
         Running {
             addr: engine.local_addr(),
             handle: engine.handle(),
@@ -93,6 +100,20 @@ impl Drop for Running {
             let _ = t.join();
         }
     }
+}
+
+/// The default configuration on driver `io`.
+fn with_io(io: IoDriver) -> Config {
+    Config {
+        io,
+        ..Config::default()
+    }
+}
+
+/// The driver a child process of [`run_child`] runs on.
+fn child_io() -> IoDriver {
+    let name = std::env::var("GREENFD_CHILD_IO").expect("GREENFD_CHILD_IO set by run_child");
+    name.parse().expect("a driver name")
 }
 
 fn recorder(echo: bool) -> (Recorder, Receiver<Seen>) {
@@ -128,9 +149,9 @@ fn is_closed_by_server(s: &mut TcpStream) -> bool {
 }
 
 /// A frame split into single-byte reads, then many frames in one read.
-fn split_and_batched<F: Framing + Clone + 'static>(framing: F) {
+fn split_and_batched<F: Framing + Clone + 'static>(io: IoDriver, framing: F) {
     let (rec, rx) = recorder(false);
-    let engine = Running::start(framing.clone(), rec, Config::default());
+    let engine = Running::start(framing.clone(), rec, with_io(io));
     let mut client = engine.connect();
     let Seen::Connect(id) = next(&rx) else {
         panic!("expected a connect")
@@ -167,20 +188,17 @@ fn split_and_batched<F: Framing + Clone + 'static>(framing: F) {
     engine.stop();
 }
 
-#[test]
-fn lines_split_across_reads_and_batched_in_one_read() {
-    split_and_batched(Lines::default());
+fn lines_split_across_reads_and_batched_in_one_read(io: IoDriver) {
+    split_and_batched(io, Lines::default());
 }
 
-#[test]
-fn length_prefixed_split_across_reads_and_batched_in_one_read() {
-    split_and_batched(LengthPrefixed::u16());
-    split_and_batched(LengthPrefixed::u32());
+fn length_prefixed_split_across_reads_and_batched_in_one_read(io: IoDriver) {
+    split_and_batched(io, LengthPrefixed::u16());
+    split_and_batched(io, LengthPrefixed::u32());
 }
 
-#[test]
-fn oversized_frame_disconnects_only_that_client_while_100_others_continue() {
-    let config = Config::default();
+fn oversized_frame_disconnects_only_that_client_while_100_others_continue(io: IoDriver) {
+    let config = with_io(io);
     let engine = Running::start(Lines { max: 1024 }, Echo, config);
     let mut clients: Vec<BufReader<TcpStream>> =
         (0..101).map(|_| BufReader::new(engine.connect())).collect();
@@ -213,13 +231,12 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-#[test]
-fn ten_thousand_sends_from_four_threads_arrive_complete_and_in_order() {
+fn ten_thousand_sends_from_four_threads_arrive_complete_and_in_order(io: IoDriver) {
     const CONNS: usize = 8;
     const THREADS: usize = 4;
     const PER_THREAD: usize = 2500;
     let (rec, rx) = recorder(false);
-    let engine = Running::start(Lines::default(), rec, Config::default());
+    let engine = Running::start(Lines::default(), rec, with_io(io));
     // Each client introduces itself so the test learns which id is whose.
     let mut ids = vec![None; CONNS];
     let mut readers = Vec::new();
@@ -286,13 +303,12 @@ fn ten_thousand_sends_from_four_threads_arrive_complete_and_in_order() {
     engine.stop();
 }
 
-#[test]
-fn slow_reader_gets_backpressure_and_queued_bytes_stay_bounded() {
+fn slow_reader_gets_backpressure_and_queued_bytes_stay_bounded(io: IoDriver) {
     const BOUND: usize = 64 * 1024;
     let (rec, rx) = recorder(false);
     let config = Config {
         max_output: BOUND,
-        ..Config::default()
+        ..with_io(io)
     };
     let engine = Running::start(Lines::default(), rec, config);
     let mut client = engine.connect();
@@ -344,12 +360,11 @@ fn slow_reader_gets_backpressure_and_queued_bytes_stay_bounded() {
     engine.stop();
 }
 
-#[test]
-fn pipelining_client_that_never_reads_is_paused_not_buffered() {
+fn pipelining_client_that_never_reads_is_paused_not_buffered(io: IoDriver) {
     const BOUND: usize = 64 * 1024;
     let config = Config {
         max_output: BOUND,
-        ..Config::default()
+        ..with_io(io)
     };
     // Echoes of one frame must fit in the half of the bound left when reading pauses.
     let engine = Running::start(Raw { max: 8 * 1024 }, Echo, config);
@@ -387,10 +402,9 @@ fn pipelining_client_that_never_reads_is_paused_not_buffered() {
     engine.stop();
 }
 
-#[test]
-fn peer_reset_mid_frame_is_reported_and_others_continue() {
+fn peer_reset_mid_frame_is_reported_and_others_continue(io: IoDriver) {
     let (rec, rx) = recorder(true);
-    let engine = Running::start(Lines::default(), rec, Config::default());
+    let engine = Running::start(Lines::default(), rec, with_io(io));
     let mut other = engine.connect();
     let Seen::Connect(other_id) = next(&rx) else {
         panic!("expected a connect")
@@ -418,10 +432,9 @@ fn peer_reset_mid_frame_is_reported_and_others_continue() {
     engine.stop();
 }
 
-#[test]
-fn shutdown_disconnects_everyone_and_refuses_sends() {
+fn shutdown_disconnects_everyone_and_refuses_sends(io: IoDriver) {
     let (rec, rx) = recorder(false);
-    let engine = Running::start(Lines::default(), rec, Config::default());
+    let engine = Running::start(Lines::default(), rec, with_io(io));
     let mut clients: Vec<TcpStream> = (0..3).map(|_| engine.connect()).collect();
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -456,12 +469,11 @@ fn shutdown_disconnects_everyone_and_refuses_sends() {
     );
 }
 
-#[test]
-fn connection_limit_pauses_accept_until_a_connection_closes() {
+fn connection_limit_pauses_accept_until_a_connection_closes(io: IoDriver) {
     let (rec, rx) = recorder(true);
     let config = Config {
         max_connections: 2,
-        ..Config::default()
+        ..with_io(io)
     };
     let engine = Running::start(Lines::default(), rec, config);
     let first = engine.connect();
@@ -504,12 +516,11 @@ impl Handler for Farewell {
     }
 }
 
-#[test]
-fn replies_from_on_disconnect_go_out_without_another_event() {
+fn replies_from_on_disconnect_go_out_without_another_event(io: IoDriver) {
     let engine = Running::start(
         Lines::default(),
         Farewell { conns: Vec::new() },
-        Config::default(),
+        with_io(io),
     );
     let leaver = engine.connect();
     let mut stayer = BufReader::new(engine.connect());
@@ -525,9 +536,8 @@ fn replies_from_on_disconnect_go_out_without_another_event() {
     engine.stop();
 }
 
-#[test]
-fn group_spreads_connections_over_reuseport_engines() {
-    let group = Group::spawn(2, "127.0.0.1:0".parse().unwrap(), Config::default(), |_| {
+fn group_spreads_connections_over_reuseport_engines(io: IoDriver) {
+    let group = Group::spawn(2, "127.0.0.1:0".parse().unwrap(), with_io(io), |_| {
         (Lines::default(), Echo)
     })
     .unwrap();
@@ -553,11 +563,12 @@ fn group_spreads_connections_over_reuseport_engines() {
 
 /// Runs the test `name` of this binary in a child process (with `GREENFD_CHILD=name`)
 /// and returns its stdout line from `OK` on.
-fn run_child(name: &str) -> String {
+fn run_child(name: &str, io: IoDriver) -> String {
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env("GREENFD_CHILD", name)
+        .env("GREENFD_CHILD_IO", io.as_str())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -580,15 +591,14 @@ fn is_child(name: &str) -> bool {
 
 /// The EMFILE scenario runs in a child process (this test binary, re-executed) because
 /// it lowers `RLIMIT_NOFILE` for the whole process.
-#[test]
-fn emfile_pauses_accept_without_spinning_and_recovers() {
-    eprintln!("{}", run_child("emfile_child_process"));
+fn emfile_pauses_accept_without_spinning_and_recovers(io: IoDriver) {
+    eprintln!("{}", run_child("emfile_child_process", io));
 }
 
-/// Runs in a child so that its epoll set is the only one in the process.
-#[test]
-fn epollout_is_registered_only_while_output_is_pending() {
-    eprintln!("{}", run_child("epollout_child_process"));
+/// Runs in a child so that its epoll set is the only one in the process. On io_uring
+/// it checks the opposite: no connection is ever in an epoll set.
+fn epollout_is_registered_only_while_output_is_pending(io: IoDriver) {
+    eprintln!("{}", run_child("epollout_child_process", io));
 }
 
 /// Whether the kernel's epoll interest list holds `EPOLLOUT` for connection `id`, read
@@ -627,13 +637,17 @@ fn epollout_child_process() {
     if !is_child("epollout_child_process") {
         return;
     }
+    let io = child_io();
+    // The io_uring driver puts no connection in an epoll set: EPOLLOUT is never armed,
+    // and the output drains through the ring.
+    let expect = |armed: bool| (io == IoDriver::Epoll).then_some(armed);
     let (rec, rx) = recorder(false);
-    let engine = Running::start(Lines::default(), rec, Config::default());
+    let engine = Running::start(Lines::default(), rec, with_io(io));
     let mut client = engine.connect();
     let Seen::Connect(id) = next(&rx) else {
         panic!("expected a connect")
     };
-    assert_eq!(epollout_registered(id), Some(false), "idle connection");
+    assert_eq!(epollout_registered(id), expect(false), "idle connection");
     // Output the socket takes at once never arms EPOLLOUT.
     engine.handle.send(id, &b"hello\n"[..]).unwrap();
     let mut hello = [0u8; 6];
@@ -641,7 +655,11 @@ fn epollout_child_process() {
     wait_until("the output to drain", || {
         engine.handle.queued(id) == Some(0)
     });
-    assert_eq!(epollout_registered(id), Some(false), "after a direct write");
+    assert_eq!(
+        epollout_registered(id),
+        expect(false),
+        "after a direct write"
+    );
     // A peer that does not read: once the kernel refuses bytes, EPOLLOUT is armed.
     let mut total = 0usize;
     let chunk = vec![7u8; 16 * 1024];
@@ -649,7 +667,7 @@ fn epollout_child_process() {
         match engine.handle.send(id, chunk.clone()) {
             Ok(()) => total += chunk.len(),
             Err(SendError::Full) => {
-                if epollout_registered(id) == Some(true) {
+                if epollout_registered(id) == expect(true) {
                     break;
                 }
                 std::thread::yield_now();
@@ -667,7 +685,7 @@ fn epollout_child_process() {
     client.read_exact(&mut got).unwrap();
     assert!(got.iter().all(|&b| b == 7));
     wait_until("EPOLLOUT to be removed", || {
-        epollout_registered(id) == Some(false)
+        epollout_registered(id) == expect(false)
     });
     println!("OK epollout armed while {total} bytes were pending, removed after");
     engine.stop();
@@ -690,6 +708,7 @@ fn emfile_child_process() {
     if !is_child("emfile_child_process") {
         return;
     }
+    let io = child_io();
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let old = getrlimit(Resource::Nofile);
     setrlimit(
@@ -700,7 +719,7 @@ fn emfile_child_process() {
         },
     )
     .unwrap();
-    let engine = Running::start(Lines::default(), Echo, Config::default());
+    let engine = Running::start(Lines::default(), Echo, with_io(io));
     // Use up every fd, then free exactly one for the client.
     let mut hog = Vec::new();
     loop {
@@ -742,11 +761,10 @@ fn emfile_child_process() {
 
 /// With spin-before-park on, the engine still serves, and still sleeps when idle
 /// (the spin is bounded: CPU over an idle second stays far below wall time).
-#[test]
-fn busy_poll_serves_and_stays_bounded_when_idle() {
+fn busy_poll_serves_and_stays_bounded_when_idle(io: IoDriver) {
     let config = Config {
         busy_poll: Duration::from_micros(200),
-        ..Config::default()
+        ..with_io(io)
     };
     let engine =
         Engine::bind_with("127.0.0.1:0".parse().unwrap(), Raw::default(), Echo, config).unwrap();
@@ -782,3 +800,44 @@ fn thread_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
+
+/// Declares, for each test function `name(io: IoDriver)`, the tests `name::epoll` and
+/// `name::uring`; the io_uring one is skipped, with the reason printed, on a kernel
+/// without io_uring.
+macro_rules! on_both_drivers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use greenfd_engine::IoDriver;
+
+            #[test]
+            fn epoll() {
+                super::$name(IoDriver::Epoll);
+            }
+
+            #[test]
+            fn uring() {
+                match IoDriver::uring_support() {
+                    Ok(()) => super::$name(IoDriver::Uring),
+                    Err(why) => eprintln!("skipped: io_uring unavailable: {why}"),
+                }
+            }
+        }
+    )*};
+}
+
+on_both_drivers!(
+    lines_split_across_reads_and_batched_in_one_read,
+    length_prefixed_split_across_reads_and_batched_in_one_read,
+    oversized_frame_disconnects_only_that_client_while_100_others_continue,
+    ten_thousand_sends_from_four_threads_arrive_complete_and_in_order,
+    slow_reader_gets_backpressure_and_queued_bytes_stay_bounded,
+    pipelining_client_that_never_reads_is_paused_not_buffered,
+    peer_reset_mid_frame_is_reported_and_others_continue,
+    shutdown_disconnects_everyone_and_refuses_sends,
+    connection_limit_pauses_accept_until_a_connection_closes,
+    replies_from_on_disconnect_go_out_without_another_event,
+    group_spreads_connections_over_reuseport_engines,
+    emfile_pauses_accept_without_spinning_and_recovers,
+    epollout_is_registered_only_while_output_is_pending,
+    busy_poll_serves_and_stays_bounded_when_idle,
+);
