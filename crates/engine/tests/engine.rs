@@ -12,8 +12,9 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Safety net for every wait: a bug fails the test instead of hanging it.
-const PATIENCE: Duration = Duration::from_secs(20);
+use greenfd_test_support::{
+    CHILD_PATIENCE, PATIENCE, exhaust_fds, is_child, run_child, tagged_lines, wait_until,
+};
 
 /// What a [`Recorder`] saw, in order.
 #[derive(Debug, PartialEq)]
@@ -103,16 +104,6 @@ fn recorder(echo: bool) -> (Recorder, Receiver<Seen>) {
 
 fn next(rx: &Receiver<Seen>) -> Seen {
     rx.recv_timeout(PATIENCE).expect("engine callback")
-}
-
-/// Waits (yielding, with a deadline) until `cond` holds: for states only the engine's
-/// counters reveal.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
 }
 
 /// Whether the server closed `s`: EOF, or a reset because it closed with unread input.
@@ -639,44 +630,27 @@ fn group_spreads_connections_over_reuseport_engines() {
     group.shutdown_and_join().unwrap();
 }
 
-/// Runs the test `name` of this binary in a child process (with `GREENFD_CHILD=name`)
-/// and returns its stdout line from `OK` on.
-fn run_child(name: &str) -> String {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env("GREENFD_CHILD", name)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // The harness prints "test <name> ... " on the same line, before the child's output.
-    let ok = stdout
-        .lines()
-        .find_map(|l| l.find("OK ").map(|at| l[at..].to_owned()));
-    match ok {
-        Some(line) if out.status.success() => line,
-        _ => panic!("child {name} failed ({}):\n{stdout}\n{stderr}", out.status),
+/// Runs the test `name` of this binary in a child process and returns its stdout line
+/// from `OK` on; panics if the child failed or never said `OK`.
+fn ok_line_of_child(name: &str) -> String {
+    let stdout = run_child(name, CHILD_PATIENCE);
+    match tagged_lines(&stdout, "OK ").first() {
+        Some(line) => (*line).to_owned(),
+        None => panic!("child {name} did not say OK:\n{stdout}"),
     }
-}
-
-/// Whether this process is the child `name` of [`run_child`]; the tests that are child
-/// halves return at once otherwise.
-fn is_child(name: &str) -> bool {
-    std::env::var_os("GREENFD_CHILD").is_some_and(|v| v == name)
 }
 
 /// The EMFILE scenario runs in a child process (this test binary, re-executed) because
 /// it lowers `RLIMIT_NOFILE` for the whole process.
 #[test]
 fn emfile_pauses_accept_without_spinning_and_recovers() {
-    eprintln!("{}", run_child("emfile_child_process"));
+    eprintln!("{}", ok_line_of_child("emfile_child_process"));
 }
 
 /// Runs in a child so that its epoll set is the only one in the process.
 #[test]
 fn epollout_is_registered_only_while_output_is_pending() {
-    eprintln!("{}", run_child("epollout_child_process"));
+    eprintln!("{}", ok_line_of_child("epollout_child_process"));
 }
 
 /// Whether the kernel's epoll interest list holds `EPOLLOUT` for connection `id`, read
@@ -790,14 +764,7 @@ fn emfile_child_process() {
     .unwrap();
     let engine = Running::start(Lines::default(), Echo, Config::default());
     // Use up every fd, then free exactly one for the client.
-    let mut hog = Vec::new();
-    loop {
-        match std::fs::File::open("/dev/null") {
-            Ok(f) => hog.push(f),
-            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
-            Err(e) => panic!("open: {e}"),
-        }
-    }
+    let mut hog = exhaust_fds();
     hog.pop();
     let mut client = TcpStream::connect(engine.addr).unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();

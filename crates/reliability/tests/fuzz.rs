@@ -9,7 +9,8 @@ use common::{PATIENCE, Running};
 use greenfd_engine::framing::{command_args, split_frames};
 use greenfd_engine::resp_server::{Db, RespServer, execute};
 use greenfd_engine::{Echo, FrameError, Framing, LengthPrefixed, Lines, Parsed, Raw, Resp};
-use greenfd_reliability::{Rng, corpus, is_child, seed, tagged_lines};
+use greenfd_reliability::{Rng, corpus, seed};
+use greenfd_test_support::{child_command, is_child, run_with_timeout, tagged_lines};
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
@@ -518,10 +519,9 @@ fn vpoll_c_abi_random_arguments_give_only_documented_errors() {
             eprintln!("skipping the {backend} C ABI fuzz: {e}");
             continue;
         }
-        let mut cmd = greenfd_reliability::child_command("capi_fuzz_child").unwrap();
+        let mut cmd = child_command("capi_fuzz_child").unwrap();
         cmd.env(greenfd_vpoll::BACKEND_ENV, backend.name());
-        let out = greenfd_reliability::run_with_timeout(&mut cmd, Duration::from_secs(120))
-            .expect("fuzz child");
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(120)).expect("fuzz child");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),

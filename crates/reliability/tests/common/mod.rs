@@ -3,10 +3,8 @@
 use greenfd_engine::{Config, Engine, EngineError, EngineHandle, Framing, Handler};
 use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-/// Upper bound for any single wait in a test: a bug fails the test instead of hanging it.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+pub use greenfd_test_support::PATIENCE;
 
 /// A running engine on its own thread.
 pub struct Running {
