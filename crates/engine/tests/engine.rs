@@ -2,17 +2,17 @@
 //! cross-thread sends, backpressure, peer resets, shutdown, fd exhaustion.
 
 use greenfd_engine::{
-    Config, ConnId, Ctx, DisconnectReason, Echo, Engine, EngineError, EngineHandle, Framing, Group,
-    Handler, LengthPrefixed, Lines, Raw, SendError,
+    Config, ConnId, Ctx, DisconnectReason, Echo, Engine, Framing, Group, Handler, LengthPrefixed,
+    Lines, Raw, SendError,
 };
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use greenfd_test_support::{
-    CHILD_PATIENCE, PATIENCE, exhaust_fds, is_child, run_child, tagged_lines, wait_until,
+    CHILD_PATIENCE, PATIENCE, Running, exhaust_fds, is_child, is_closed_by_server, run_child,
+    tagged_lines, wait_until,
 };
 
 /// What a [`Recorder`] saw, in order.
@@ -51,51 +51,6 @@ impl Handler for Recorder {
     }
 }
 
-/// A running engine on its own thread.
-struct Running {
-    addr: SocketAddr,
-    handle: EngineHandle,
-    thread: Option<JoinHandle<Result<(), EngineError>>>,
-}
-
-impl Running {
-    fn start<F, H>(framing: F, handler: H, config: Config) -> Running
-    where
-        F: Framing + 'static,
-        H: Handler + Send + 'static,
-    {
-        let engine =
-            Engine::bind_with("127.0.0.1:0".parse().unwrap(), framing, handler, config).unwrap();
-        Running {
-            addr: engine.local_addr(),
-            handle: engine.handle(),
-            thread: Some(std::thread::spawn(move || engine.run())),
-        }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(PATIENCE)).unwrap();
-        s.set_write_timeout(Some(PATIENCE)).unwrap();
-        s.set_nodelay(true).unwrap();
-        s
-    }
-
-    fn stop(mut self) {
-        self.handle.shutdown();
-        self.thread.take().unwrap().join().unwrap().unwrap();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            self.handle.shutdown();
-            let _ = t.join();
-        }
-    }
-}
-
 fn recorder(echo: bool) -> (Recorder, Receiver<Seen>) {
     let (tx, rx) = mpsc::channel();
     (Recorder { tx, echo }, rx)
@@ -103,19 +58,6 @@ fn recorder(echo: bool) -> (Recorder, Receiver<Seen>) {
 
 fn next(rx: &Receiver<Seen>) -> Seen {
     rx.recv_timeout(PATIENCE).expect("engine callback")
-}
-
-/// Whether the server closed `s`: EOF, or a reset because it closed with unread input.
-fn is_closed_by_server(s: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 64];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
-            Err(e) => panic!("expected the server to close the connection: {e}"),
-        }
-    }
 }
 
 /// A frame split into single-byte reads, then many frames in one read.

@@ -151,7 +151,7 @@ fn emfile_child() {
         .map(|&b| Builder::new().backend(b).build().unwrap())
         .collect();
     let (tx, rx) = mpsc::channel();
-    let engine = Running::start(Lines::default(), Reporter { tx });
+    let engine = Running::start(Lines::default(), Reporter { tx }, Config::default());
     let mut old_client = engine.connect();
     old_client.write_all(b"before\n").unwrap();
     let mut buf = [0u8; 7];
@@ -509,7 +509,7 @@ fn eintr_storm_child() {
 #[test]
 fn peer_reset_mid_frame_ends_only_that_connection() {
     let (tx, rx) = mpsc::channel();
-    let engine = Running::start(LengthPrefixed::u32(), Reporter { tx });
+    let engine = Running::start(LengthPrefixed::u32(), Reporter { tx }, Config::default());
     let addr = engine.addr;
     // Eight clients connect and wait while the victims reset, then exchange their frames
     // over the connections that lived through the resets.
@@ -612,7 +612,7 @@ fn connection_flood_beyond_the_limit_is_served_in_turn() {
 #[test]
 fn half_closed_client_gets_every_reply_then_eof() {
     let (tx, rx) = mpsc::channel();
-    let engine = Running::start(Lines::default(), Reporter { tx });
+    let engine = Running::start(Lines::default(), Reporter { tx }, Config::default());
     let mut c = engine.connect();
     let mut rng = Rng::new(11);
     let mut sent = Vec::new();
@@ -824,7 +824,7 @@ fn fork_child() {
         return;
     }
     let (tx, rx) = mpsc::channel();
-    let engine = Running::start(Lines::default(), Reporter { tx });
+    let engine = Running::start(Lines::default(), Reporter { tx }, Config::default());
     let mut client = engine.connect();
     client.write_all(b"one\n").unwrap();
     let mut buf = [0u8; 4];

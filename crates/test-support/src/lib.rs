@@ -3,17 +3,21 @@
 //! Every test crate of the workspace used to carry its own copy of these: re-running the
 //! test binary as a child process, bounded waits, an epoll set on one fd, a private
 //! network namespace, compiling a C program, finding a tool on `PATH` and the list of
-//! vpoll backends usable on this machine. They live here once.
+//! vpoll backends usable on this machine, an engine running on its own thread. They live
+//! here once.
 //!
 //! Every wait is bounded: a bug fails the test with a message instead of hanging it.
 
+use greenfd_engine::{Config, Engine, EngineError, EngineHandle, Framing, Handler};
 use greenfd_vpoll::Backend;
 use rustix::event::epoll;
 use std::ffi::OsStr;
 use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Upper bound for any single wait in a test: a bug fails the test instead of hanging it.
@@ -379,6 +383,83 @@ pub fn exhaust_fds() -> Vec<std::fs::File> {
             Ok(f) => hog.push(f),
             Err(e) if e.raw_os_error() == Some(libc::EMFILE) => return hog,
             Err(e) => panic!("open /dev/null: {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A running engine.
+
+/// An engine serving a free loopback port on its own thread; shut down and joined on
+/// [`Running::stop`] or drop.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its cross-thread handle.
+    pub handle: EngineHandle,
+    /// The reactor thread (taken by `stop` or drop).
+    pub thread: Option<JoinHandle<Result<(), EngineError>>>,
+}
+
+impl Running {
+    /// Binds an engine with `config` on a free loopback port and runs it on a new thread.
+    pub fn start<F, H>(framing: F, handler: H, config: Config) -> Running
+    where
+        F: Framing + 'static,
+        H: Handler + Send + 'static,
+    {
+        let engine = Engine::bind_with(
+            "127.0.0.1:0".parse().expect("a socket address"),
+            framing,
+            handler,
+            config,
+        )
+        .expect("bind an engine on loopback");
+        Running {
+            addr: engine.local_addr(),
+            handle: engine.handle(),
+            thread: Some(std::thread::spawn(move || engine.run())),
+        }
+    }
+
+    /// A client connection with [`PATIENCE`] timeouts and Nagle off.
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect to the engine");
+        s.set_read_timeout(Some(PATIENCE)).expect("read timeout");
+        s.set_write_timeout(Some(PATIENCE)).expect("write timeout");
+        s.set_nodelay(true).expect("TCP_NODELAY");
+        s
+    }
+
+    /// Shuts the engine down and checks that it ended cleanly.
+    pub fn stop(mut self) {
+        self.handle.shutdown();
+        let t = self.thread.take().expect("the engine thread");
+        t.join()
+            .expect("engine thread panicked")
+            .expect("engine failed");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.handle.shutdown();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether the server closed `s`: EOF, or a reset because it closed with unread input;
+/// panics on any other error (a timeout means it did not close).
+pub fn is_closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return true,
+            Err(e) => panic!("expected the server to close the connection: {e}"),
         }
     }
 }
