@@ -1,19 +1,21 @@
 //! The engine against real TCP sockets on loopback: framing across reads, bad clients,
 //! cross-thread sends, backpressure, peer resets, shutdown, fd exhaustion. Every test
-//! runs once per I/O driver (`<test>::epoll`, `<test>::uring`; see [`on_both_drivers`]).
+//! runs once per I/O driver (`<test>::epoll`, `<test>::uring`: `on_both_drivers!`).
 
 use greenfd_engine::{
-    Config, ConnId, Ctx, DisconnectReason, Echo, Engine, EngineError, EngineHandle, Framing, Group,
-    Handler, IoDriver, LengthPrefixed, Lines, Raw, SendError,
+    Config, ConnId, Ctx, DisconnectReason, Echo, Engine, Framing, Group, Handler, LengthPrefixed,
+    Lines, Raw, SendError,
 };
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Safety net for every wait: a bug fails the test instead of hanging it.
-const PATIENCE: Duration = Duration::from_secs(20);
+use greenfd_test_support::{
+    CHILD_PATIENCE, IO_ENV, IoDriver, PATIENCE, Running, child_io, child_output, config_on,
+    describe, exhaust_fds, is_child, is_closed_by_server, on_both_drivers, tagged_lines,
+    wait_until,
+};
 
 /// What a [`Recorder`] saw, in order.
 #[derive(Debug, PartialEq)]
@@ -51,71 +53,6 @@ impl Handler for Recorder {
     }
 }
 
-/// A running engine on its own thread.
-struct Running {
-    addr: SocketAddr,
-    handle: EngineHandle,
-    thread: Option<JoinHandle<Result<(), EngineError>>>,
-}
-
-impl Running {
-    fn start<F, H>(framing: F, handler: H, config: Config) -> Running
-    where
-        F: Framing + 'static,
-        H: Handler + Send + 'static,
-    {
-        let io = config.io;
-        let engine =
-            Engine::bind_with("127.0.0.1:0".parse().unwrap(), framing, handler, config).unwrap();
-        assert_eq!(
-            engine.io_driver(),
-            io,
-            "the engine runs on the driver asked for"
-        );
-        Running {
-            addr: engine.local_addr(),
-            handle: engine.handle(),
-            thread: Some(std::thread::spawn(move || engine.run())),
-        }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(PATIENCE)).unwrap();
-        s.set_write_timeout(Some(PATIENCE)).unwrap();
-        s.set_nodelay(true).unwrap();
-        s
-    }
-
-    fn stop(mut self) {
-        self.handle.shutdown();
-        self.thread.take().unwrap().join().unwrap().unwrap();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            self.handle.shutdown();
-            let _ = t.join();
-        }
-    }
-}
-
-/// The default configuration on driver `io`.
-fn with_io(io: IoDriver) -> Config {
-    Config {
-        io,
-        ..Config::default()
-    }
-}
-
-/// The driver a child process of [`run_child`] runs on.
-fn child_io() -> IoDriver {
-    let name = std::env::var("GREENFD_CHILD_IO").expect("GREENFD_CHILD_IO set by run_child");
-    name.parse().expect("a driver name")
-}
-
 fn recorder(echo: bool) -> (Recorder, Receiver<Seen>) {
     let (tx, rx) = mpsc::channel();
     (Recorder { tx, echo }, rx)
@@ -125,33 +62,10 @@ fn next(rx: &Receiver<Seen>) -> Seen {
     rx.recv_timeout(PATIENCE).expect("engine callback")
 }
 
-/// Waits (yielding, with a deadline) until `cond` holds: for states only the engine's
-/// counters reveal.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
-}
-
-/// Whether the server closed `s`: EOF, or a reset because it closed with unread input.
-fn is_closed_by_server(s: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 64];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
-            Err(e) => panic!("expected the server to close the connection: {e}"),
-        }
-    }
-}
-
 /// A frame split into single-byte reads, then many frames in one read.
 fn split_and_batched<F: Framing + Clone + 'static>(io: IoDriver, framing: F) {
     let (rec, rx) = recorder(false);
-    let engine = Running::start(framing.clone(), rec, with_io(io));
+    let engine = Running::start(framing.clone(), rec, config_on(io));
     let mut client = engine.connect();
     let Seen::Connect(id) = next(&rx) else {
         panic!("expected a connect")
@@ -198,7 +112,7 @@ fn length_prefixed_split_across_reads_and_batched_in_one_read(io: IoDriver) {
 }
 
 fn oversized_frame_disconnects_only_that_client_while_100_others_continue(io: IoDriver) {
-    let config = with_io(io);
+    let config = config_on(io);
     let engine = Running::start(Lines { max: 1024 }, Echo, config);
     let mut clients: Vec<BufReader<TcpStream>> =
         (0..101).map(|_| BufReader::new(engine.connect())).collect();
@@ -236,7 +150,7 @@ fn ten_thousand_sends_from_four_threads_arrive_complete_and_in_order(io: IoDrive
     const THREADS: usize = 4;
     const PER_THREAD: usize = 2500;
     let (rec, rx) = recorder(false);
-    let engine = Running::start(Lines::default(), rec, with_io(io));
+    let engine = Running::start(Lines::default(), rec, config_on(io));
     // Each client introduces itself so the test learns which id is whose.
     let mut ids = vec![None; CONNS];
     let mut readers = Vec::new();
@@ -308,7 +222,7 @@ fn slow_reader_gets_backpressure_and_queued_bytes_stay_bounded(io: IoDriver) {
     let (rec, rx) = recorder(false);
     let config = Config {
         max_output: BOUND,
-        ..with_io(io)
+        ..config_on(io)
     };
     let engine = Running::start(Lines::default(), rec, config);
     let mut client = engine.connect();
@@ -364,7 +278,7 @@ fn pipelining_client_that_never_reads_is_paused_not_buffered(io: IoDriver) {
     const BOUND: usize = 64 * 1024;
     let config = Config {
         max_output: BOUND,
-        ..with_io(io)
+        ..config_on(io)
     };
     // Echoes of one frame must fit in the half of the bound left when reading pauses.
     let engine = Running::start(Raw { max: 8 * 1024 }, Echo, config);
@@ -404,7 +318,7 @@ fn pipelining_client_that_never_reads_is_paused_not_buffered(io: IoDriver) {
 
 fn peer_reset_mid_frame_is_reported_and_others_continue(io: IoDriver) {
     let (rec, rx) = recorder(true);
-    let engine = Running::start(Lines::default(), rec, with_io(io));
+    let engine = Running::start(Lines::default(), rec, config_on(io));
     let mut other = engine.connect();
     let Seen::Connect(other_id) = next(&rx) else {
         panic!("expected a connect")
@@ -434,7 +348,7 @@ fn peer_reset_mid_frame_is_reported_and_others_continue(io: IoDriver) {
 
 fn shutdown_disconnects_everyone_and_refuses_sends(io: IoDriver) {
     let (rec, rx) = recorder(false);
-    let engine = Running::start(Lines::default(), rec, with_io(io));
+    let engine = Running::start(Lines::default(), rec, config_on(io));
     let mut clients: Vec<TcpStream> = (0..3).map(|_| engine.connect()).collect();
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -473,7 +387,7 @@ fn connection_limit_pauses_accept_until_a_connection_closes(io: IoDriver) {
     let (rec, rx) = recorder(true);
     let config = Config {
         max_connections: 2,
-        ..with_io(io)
+        ..config_on(io)
     };
     let engine = Running::start(Lines::default(), rec, config);
     let first = engine.connect();
@@ -520,7 +434,7 @@ fn replies_from_on_disconnect_go_out_without_another_event(io: IoDriver) {
     let engine = Running::start(
         Lines::default(),
         Farewell { conns: Vec::new() },
-        with_io(io),
+        config_on(io),
     );
     let leaver = engine.connect();
     let mut stayer = BufReader::new(engine.connect());
@@ -537,7 +451,7 @@ fn replies_from_on_disconnect_go_out_without_another_event(io: IoDriver) {
 }
 
 fn group_spreads_connections_over_reuseport_engines(io: IoDriver) {
-    let group = Group::spawn(2, "127.0.0.1:0".parse().unwrap(), with_io(io), |_| {
+    let group = Group::spawn(2, "127.0.0.1:0".parse().unwrap(), config_on(io), |_| {
         (Lines::default(), Echo)
     })
     .unwrap();
@@ -561,44 +475,32 @@ fn group_spreads_connections_over_reuseport_engines(io: IoDriver) {
     group.shutdown_and_join().unwrap();
 }
 
-/// Runs the test `name` of this binary in a child process (with `GREENFD_CHILD=name`)
-/// and returns its stdout line from `OK` on.
-fn run_child(name: &str, io: IoDriver) -> String {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env("GREENFD_CHILD", name)
-        .env("GREENFD_CHILD_IO", io.as_str())
-        .output()
-        .unwrap();
+/// Runs the test `name` of this binary in a child process and returns its stdout line
+/// from `OK` on; panics if the child failed or never said `OK`.
+fn ok_line_of_child(name: &str, io: IoDriver) -> String {
+    let out = child_output(name, &[(IO_ENV, io.as_str())], CHILD_PATIENCE);
+    assert!(
+        out.status.success(),
+        "child {name} failed: {}",
+        describe(&out)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // The harness prints "test <name> ... " on the same line, before the child's output.
-    let ok = stdout
-        .lines()
-        .find_map(|l| l.find("OK ").map(|at| l[at..].to_owned()));
-    match ok {
-        Some(line) if out.status.success() => line,
-        _ => panic!("child {name} failed ({}):\n{stdout}\n{stderr}", out.status),
+    match tagged_lines(&stdout, "OK ").first() {
+        Some(line) => (*line).to_owned(),
+        None => panic!("child {name} did not say OK:\n{stdout}"),
     }
-}
-
-/// Whether this process is the child `name` of [`run_child`]; the tests that are child
-/// halves return at once otherwise.
-fn is_child(name: &str) -> bool {
-    std::env::var_os("GREENFD_CHILD").is_some_and(|v| v == name)
 }
 
 /// The EMFILE scenario runs in a child process (this test binary, re-executed) because
 /// it lowers `RLIMIT_NOFILE` for the whole process.
 fn emfile_pauses_accept_without_spinning_and_recovers(io: IoDriver) {
-    eprintln!("{}", run_child("emfile_child_process", io));
+    eprintln!("{}", ok_line_of_child("emfile_child_process", io));
 }
 
 /// Runs in a child so that its epoll set is the only one in the process. On io_uring
 /// it checks the opposite: no connection is ever in an epoll set.
 fn epollout_is_registered_only_while_output_is_pending(io: IoDriver) {
-    eprintln!("{}", run_child("epollout_child_process", io));
+    eprintln!("{}", ok_line_of_child("epollout_child_process", io));
 }
 
 /// Whether the kernel's epoll interest list holds `EPOLLOUT` for connection `id`, read
@@ -642,7 +544,7 @@ fn epollout_child_process() {
     // and the output drains through the ring.
     let expect = |armed: bool| (io == IoDriver::Epoll).then_some(armed);
     let (rec, rx) = recorder(false);
-    let engine = Running::start(Lines::default(), rec, with_io(io));
+    let engine = Running::start(Lines::default(), rec, config_on(io));
     let mut client = engine.connect();
     let Seen::Connect(id) = next(&rx) else {
         panic!("expected a connect")
@@ -719,16 +621,9 @@ fn emfile_child_process() {
         },
     )
     .unwrap();
-    let engine = Running::start(Lines::default(), Echo, with_io(io));
+    let engine = Running::start(Lines::default(), Echo, config_on(io));
     // Use up every fd, then free exactly one for the client.
-    let mut hog = Vec::new();
-    loop {
-        match std::fs::File::open("/dev/null") {
-            Ok(f) => hog.push(f),
-            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
-            Err(e) => panic!("open: {e}"),
-        }
-    }
+    let mut hog = exhaust_fds();
     hog.pop();
     let mut client = TcpStream::connect(engine.addr).unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -764,7 +659,7 @@ fn emfile_child_process() {
 fn busy_poll_serves_and_stays_bounded_when_idle(io: IoDriver) {
     let config = Config {
         busy_poll: Duration::from_micros(200),
-        ..with_io(io)
+        ..config_on(io)
     };
     let engine =
         Engine::bind_with("127.0.0.1:0".parse().unwrap(), Raw::default(), Echo, config).unwrap();
@@ -799,30 +694,6 @@ fn busy_poll_serves_and_stays_bounded_when_idle(io: IoDriver) {
 fn thread_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
-/// Declares, for each test function `name(io: IoDriver)`, the tests `name::epoll` and
-/// `name::uring`; the io_uring one is skipped, with the reason printed, on a kernel
-/// without io_uring.
-macro_rules! on_both_drivers {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use greenfd_engine::IoDriver;
-
-            #[test]
-            fn epoll() {
-                super::$name(IoDriver::Epoll);
-            }
-
-            #[test]
-            fn uring() {
-                match IoDriver::uring_support() {
-                    Ok(()) => super::$name(IoDriver::Uring),
-                    Err(why) => eprintln!("skipped: io_uring unavailable: {why}"),
-                }
-            }
-        }
-    )*};
 }
 
 on_both_drivers!(
