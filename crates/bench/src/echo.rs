@@ -69,6 +69,18 @@ pub fn listener() -> io::Result<TcpListener> {
 
 /// Round trips per second over `duration` with `conns` connections of `size`-byte messages.
 pub fn load(addr: SocketAddr, conns: usize, size: usize, duration: Duration) -> io::Result<f64> {
+    let (n, elapsed) = round_trips(addr, conns, size, duration)?;
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+/// Round trips completed in about `duration` with `conns` connections of `size`-byte
+/// messages, and the time they took.
+pub fn round_trips(
+    addr: SocketAddr,
+    conns: usize,
+    size: usize,
+    duration: Duration,
+) -> io::Result<(u64, Duration)> {
     if conns == 1 {
         load_one(addr, size, duration)
     } else {
@@ -77,7 +89,7 @@ pub fn load(addr: SocketAddr, conns: usize, size: usize, duration: Duration) -> 
 }
 
 /// One connection, blocking calls: the lightest possible client.
-fn load_one(addr: SocketAddr, size: usize, duration: Duration) -> io::Result<f64> {
+fn load_one(addr: SocketAddr, size: usize, duration: Duration) -> io::Result<(u64, Duration)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
     // A server that stops answering fails the run instead of hanging it.
@@ -93,11 +105,16 @@ fn load_one(addr: SocketAddr, size: usize, duration: Duration) -> io::Result<f64
         }
         n += 16;
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    Ok((n, start.elapsed()))
 }
 
 /// Many connections multiplexed on one epoll, each with one message in flight.
-fn load_many(addr: SocketAddr, conns: usize, size: usize, duration: Duration) -> io::Result<f64> {
+fn load_many(
+    addr: SocketAddr,
+    conns: usize,
+    size: usize,
+    duration: Duration,
+) -> io::Result<(u64, Duration)> {
     let poller = Poller::new()?;
     let mut streams = Vec::with_capacity(conns);
     for i in 0..conns {
@@ -135,7 +152,7 @@ fn load_many(addr: SocketAddr, conns: usize, size: usize, duration: Duration) ->
             }
         }
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    Ok((n, start.elapsed()))
 }
 
 /// greenfd: the engine with raw framing and the `Echo` handler (what `greenfd serve

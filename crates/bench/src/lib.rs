@@ -22,5 +22,6 @@ pub mod process;
 pub mod report;
 pub mod resp;
 pub mod scenarios;
+pub mod syscalls;
 pub mod vpoll;
 pub mod wake;

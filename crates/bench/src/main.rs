@@ -31,6 +31,8 @@ pub enum Scenario {
     Resp,
     /// Server RSS holding many idle connections, vs tokio.
     Memory,
+    /// Syscalls per echoed message (strace), each engine driver vs tokio.
+    Syscalls,
     /// Every scenario.
     All,
 }
@@ -125,7 +127,7 @@ fn run(args: Args) -> CliResult {
     let exe = std::env::current_exe()?;
     let needs_greenfd = matches!(
         args.scenario,
-        Scenario::Resp | Scenario::Memory | Scenario::All
+        Scenario::Resp | Scenario::Memory | Scenario::Syscalls | Scenario::All
     );
     let greenfd = if needs_greenfd {
         greenfd_binary(args.greenfd.clone(), &exe)?
@@ -162,6 +164,12 @@ fn run(args: Args) -> CliResult {
         measure(
             Scenario::Memory,
             scenarios::memory(&greenfd, &exe, plan, &progress),
+        );
+    }
+    if wanted(Scenario::Syscalls) {
+        measure(
+            Scenario::Syscalls,
+            scenarios::syscalls(&greenfd, &exe, plan, &progress),
         );
     }
     let mut out = std::io::stdout().lock();

@@ -41,6 +41,24 @@ impl ChildGuard {
         }
     }
 
+    /// Waits up to `timeout` for the child to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> io::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("process {} did not exit", self.child.id()),
+                ));
+            }
+            // Polling the exit status: no fd to wait on that honours a deadline.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -67,6 +85,19 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| io::Error::other("no VmRSS in /proc/PID/status"))
+}
+
+/// The children of process `pid` (from `/proc/PID/task/*/children`).
+pub fn children(pid: u32) -> io::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let list = std::fs::read_to_string(task?.path().join("children"))?;
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    Ok(out)
 }
 
 /// A free loopback port (bound, read, released: good enough for a child to take next).

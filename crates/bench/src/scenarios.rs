@@ -5,7 +5,8 @@ use crate::measure::{Samples, alternate};
 use crate::pin::{self, Placement};
 use crate::process::{ChildGuard, free_port, have};
 use crate::report::{Goal, Row};
-use crate::{memory, resp, wake};
+use crate::{memory, resp, syscalls, wake};
+use greenfd_engine::{Config, IoDriver};
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -84,77 +85,102 @@ fn row(
 /// The spin-before-park budget of the opt-in latency mode.
 const BUSY_POLL: Duration = Duration::from_micros(50);
 
-/// Echo ping-pong, 64 B: 1 connection vs tokio and vs raw mio, 1000 connections vs
-/// tokio; each under both placements.
+/// The engine drivers measured, in row order, with the goals each must reach against
+/// tokio at one and at many connections (io_uring's goals are the issue's: ≥ 1.0× at
+/// one connection, ≥ 1.2× at 100 and 1000).
+const DRIVERS: [(IoDriver, f64, f64); 2] =
+    [(IoDriver::Epoll, 1.0, 1.1), (IoDriver::Uring, 1.0, 1.2)];
+
+/// The drivers this kernel can run (io_uring's absence is reported, not fatal).
+fn drivers(progress: Progress<'_>) -> Vec<(IoDriver, f64, f64)> {
+    DRIVERS
+        .into_iter()
+        .filter(|(io, _, _)| match io {
+            IoDriver::Uring => match IoDriver::uring_support() {
+                Ok(()) => true,
+                Err(why) => {
+                    progress(&format!("io_uring rows skipped: {why}"));
+                    false
+                }
+            },
+            _ => true,
+        })
+        .collect()
+}
+
+/// Echo ping-pong, 64 B, on each engine driver: 1, 100 and 1000 connections vs tokio,
+/// 1 connection vs raw mio and with busy-poll; each under both placements.
 pub fn echo(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
     memory::raise_nofile()?;
-    let many = if plan.quick { 200 } else { 1000 };
-    let greenfd = || echo::greenfd_echo(Default::default());
+    let counts: &[usize] = if plan.quick {
+        &[1, 100, 200]
+    } else {
+        &[1, 100, 1000]
+    };
     let mut rows = Vec::new();
     for placement in Placement::BOTH {
         let _guard = pin::apply(placement)?;
         let tag = placement.label();
-        progress(&format!("echo 1 conn vs tokio ({tag})"));
-        let s = alternate(
-            plan.reps,
-            || echo_rate(greenfd, 1, plan.run),
-            || echo_rate(echo::tokio_echo, 1, plan.run),
-        )?;
-        rows.push(row(
-            format!("echo 1 conn 64 B ({tag})"),
-            "msgs/s",
-            s,
-            "tokio current_thread",
-            Goal::AtLeast(1.0),
-        ));
-        progress(&format!("echo 1 conn, busy-poll, vs tokio ({tag})"));
-        let spin = || {
-            echo::greenfd_echo(greenfd_engine::Config {
-                busy_poll: BUSY_POLL,
-                ..Default::default()
-            })
-        };
-        let s = alternate(
-            plan.reps,
-            || echo_rate(spin, 1, plan.run),
-            || echo_rate(echo::tokio_echo, 1, plan.run),
-        )?;
-        rows.push(row(
-            format!(
-                "echo 1 conn 64 B, busy-poll {} µs ({tag})",
-                BUSY_POLL.as_micros()
-            ),
-            "msgs/s",
-            s,
-            "tokio current_thread",
-            Goal::AtLeast(1.5),
-        ));
-        progress(&format!("echo 1 conn vs mio ({tag})"));
-        let s = alternate(
-            plan.reps,
-            || echo_rate(greenfd, 1, plan.run),
-            || echo_rate(echo::mio_echo, 1, plan.run),
-        )?;
-        rows.push(row(
-            format!("echo 1 conn 64 B ({tag})"),
-            "msgs/s",
-            s,
-            "raw mio loop",
-            Goal::AtLeast(0.95),
-        ));
-        progress(&format!("echo {many} conns vs tokio ({tag})"));
-        let s = alternate(
-            plan.reps,
-            || echo_rate(greenfd, many, plan.run),
-            || echo_rate(echo::tokio_echo, many, plan.run),
-        )?;
-        rows.push(row(
-            format!("echo {many} conns 64 B ({tag})"),
-            "msgs/s",
-            s,
-            "tokio current_thread",
-            Goal::AtLeast(1.1),
-        ));
+        for (io, goal_one, goal_many) in drivers(progress) {
+            let greenfd = || {
+                echo::greenfd_echo(Config {
+                    io,
+                    ..Config::default()
+                })
+            };
+            for &conns in counts {
+                progress(&format!("echo {io} {conns} conn vs tokio ({tag})"));
+                let s = alternate(
+                    plan.reps,
+                    || echo_rate(greenfd, conns, plan.run),
+                    || echo_rate(echo::tokio_echo, conns, plan.run),
+                )?;
+                let goal = if conns == 1 { goal_one } else { goal_many };
+                rows.push(row(
+                    format!("echo {io} {conns} conn 64 B ({tag})"),
+                    "msgs/s",
+                    s,
+                    "tokio current_thread",
+                    Goal::AtLeast(goal),
+                ));
+            }
+            progress(&format!("echo {io} 1 conn, busy-poll, vs tokio ({tag})"));
+            let spin = || {
+                echo::greenfd_echo(Config {
+                    busy_poll: BUSY_POLL,
+                    io,
+                    ..Config::default()
+                })
+            };
+            let s = alternate(
+                plan.reps,
+                || echo_rate(spin, 1, plan.run),
+                || echo_rate(echo::tokio_echo, 1, plan.run),
+            )?;
+            rows.push(row(
+                format!(
+                    "echo {io} 1 conn 64 B, busy-poll {} µs ({tag})",
+                    BUSY_POLL.as_micros()
+                ),
+                "msgs/s",
+                s,
+                "tokio current_thread",
+                Goal::AtLeast(1.5),
+            ));
+            progress(&format!("echo {io} 1 conn vs mio ({tag})"));
+            let s = alternate(
+                plan.reps,
+                || echo_rate(greenfd, 1, plan.run),
+                || echo_rate(echo::mio_echo, 1, plan.run),
+            )?;
+            rows.push(row(
+                format!("echo {io} 1 conn 64 B ({tag})"),
+                "msgs/s",
+                s,
+                "raw mio loop",
+                Goal::AtLeast(0.95),
+            ));
+        }
     }
     Ok(rows)
 }
@@ -183,16 +209,28 @@ pub fn wake(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// Starts `greenfd serve` (the binary at `greenfd`) with `mode` on a free port.
-fn spawn_greenfd_serve(greenfd: &Path, mode: &str) -> io::Result<(ChildGuard, SocketAddr)> {
+/// Starts `greenfd serve` (the binary at `greenfd`) with `mode` on driver `io` on a
+/// free port.
+fn spawn_greenfd_serve(
+    greenfd: &Path,
+    mode: &str,
+    io: IoDriver,
+) -> io::Result<(ChildGuard, SocketAddr)> {
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let mut cmd = Command::new(greenfd);
-    cmd.args(["serve", mode, "--addr", &addr.to_string()]);
+    cmd.args([
+        "serve",
+        mode,
+        "--addr",
+        &addr.to_string(),
+        "--io",
+        io.as_str(),
+    ]);
     Ok((ChildGuard::spawn_listening(cmd, addr)?, addr))
 }
 
 /// redis-benchmark (-c 50; PING, SET, GET; -P 1 and -P 16) against `greenfd serve
-/// --resp` and a single-threaded redis-server, both placements.
+/// --resp` on each engine driver and a single-threaded redis-server, both placements.
 pub fn resp(greenfd: &Path, plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
     for tool in ["redis-server", "redis-benchmark"] {
         if !have(tool) {
@@ -207,44 +245,48 @@ pub fn resp(greenfd: &Path, plan: Plan, progress: Progress<'_>) -> io::Result<Ve
     for placement in Placement::BOTH {
         let _guard = pin::apply(placement)?;
         let tag = placement.label();
-        for pipeline in [1, 16] {
-            progress(&format!("resp -P {pipeline} ({tag})"));
-            let mut ours: Vec<(String, Samples)> = Vec::new();
-            let mut peer: Vec<(String, Samples)> = Vec::new();
-            let record = |into: &mut Vec<(String, Samples)>, results: Vec<(String, f64)>| {
-                for (name, rps) in results {
-                    match into.iter_mut().find(|(n, _)| *n == name) {
-                        Some((_, s)) => s.push(rps),
-                        None => into.push((name, Samples::from(vec![rps]))),
+        for (io, _, _) in drivers(progress) {
+            for pipeline in [1, 16] {
+                progress(&format!("resp {io} -P {pipeline} ({tag})"));
+                let mut ours: Vec<(String, Samples)> = Vec::new();
+                let mut peer: Vec<(String, Samples)> = Vec::new();
+                let record = |into: &mut Vec<(String, Samples)>, results: Vec<(String, f64)>| {
+                    for (name, rps) in results {
+                        match into.iter_mut().find(|(n, _)| *n == name) {
+                            Some((_, s)) => s.push(rps),
+                            None => into.push((name, Samples::from(vec![rps]))),
+                        }
+                    }
+                };
+                for round in 0..plan.reps {
+                    for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                        let (server, addr) = if side == 0 {
+                            spawn_greenfd_serve(greenfd, "--resp", io)?
+                        } else {
+                            resp::spawn_redis_server()?
+                        };
+                        let results =
+                            resp::redis_benchmark(addr, "ping,set,get", requests, 50, pipeline)?;
+                        drop(server);
+                        record(if side == 0 { &mut ours } else { &mut peer }, results);
                     }
                 }
-            };
-            for round in 0..plan.reps {
-                for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
-                    let (server, addr) = if side == 0 {
-                        spawn_greenfd_serve(greenfd, "--resp")?
-                    } else {
-                        resp::spawn_redis_server()?
-                    };
-                    let results =
-                        resp::redis_benchmark(addr, "ping,set,get", requests, 50, pipeline)?;
-                    drop(server);
-                    record(if side == 0 { &mut ours } else { &mut peer }, results);
+                for (name, ours_s) in ours {
+                    let peer_s = peer
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map(|(_, s)| s.clone())
+                        .ok_or_else(|| {
+                            io::Error::other(format!("redis-server run lacks {name}"))
+                        })?;
+                    rows.push(row(
+                        format!("RESP {io} {name} -c 50 -P {pipeline} ({tag})"),
+                        "req/s",
+                        (ours_s, peer_s),
+                        "redis-server",
+                        Goal::AtLeast(if io == IoDriver::Uring { 1.1 } else { 1.0 }),
+                    ));
                 }
-            }
-            for (name, ours_s) in ours {
-                let peer_s = peer
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, s)| s.clone())
-                    .ok_or_else(|| io::Error::other(format!("redis-server run lacks {name}")))?;
-                rows.push(row(
-                    format!("RESP {name} -c 50 -P {pipeline} ({tag})"),
-                    "req/s",
-                    (ours_s, peer_s),
-                    "redis-server",
-                    Goal::AtLeast(1.0),
-                ));
             }
         }
     }
@@ -268,7 +310,7 @@ pub fn memory(
             cmd.args(["peer", "tokio-echo", "--addr", &addr.to_string()]);
             (ChildGuard::spawn_listening(cmd, addr)?, addr)
         } else {
-            spawn_greenfd_serve(greenfd, "--echo")?
+            spawn_greenfd_serve(greenfd, "--echo", IoDriver::Auto)?
         };
         Ok(memory::idle_rss_kib(&server, addr, conns)? as f64 / 1024.0)
     };
@@ -281,4 +323,45 @@ pub fn memory(
         "tokio current_thread",
         Goal::AtMost(1.0),
     )])
+}
+
+/// Syscalls per echoed message made by the server's I/O thread, for each engine driver
+/// and for the tokio peer, at 1 and 100 connections (unpinned; a count, not a rate).
+pub fn syscalls(
+    greenfd: &Path,
+    bench_exe: &Path,
+    plan: Plan,
+    progress: Progress<'_>,
+) -> io::Result<Vec<Row>> {
+    syscalls::available().map_err(|why| io::Error::new(io::ErrorKind::NotFound, why))?;
+    let mut rows = Vec::new();
+    for conns in [1, 100] {
+        progress(&format!("syscalls per message, tokio, {conns} conn"));
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let tokio = syscalls::per_message(
+            &syscalls::tokio_peer(bench_exe, addr),
+            addr,
+            conns,
+            plan.run,
+        )?;
+        for (io, _, _) in drivers(progress) {
+            progress(&format!("syscalls per message, greenfd {io}, {conns} conn"));
+            let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+            let cmd = syscalls::greenfd_serve(greenfd, addr, io.as_str());
+            let ours = syscalls::per_message(&cmd, addr, conns, plan.run)?;
+            rows.push(row(
+                format!("syscalls per message, echo {io} {conns} conn"),
+                "syscalls/msg",
+                (Samples::from(vec![ours]), Samples::from(vec![tokio])),
+                "tokio current_thread",
+                // The point of io_uring: fewer syscalls than a readiness loop.
+                if io == IoDriver::Uring {
+                    Goal::AtMost(1.0)
+                } else {
+                    Goal::Info
+                },
+            ));
+        }
+    }
+    Ok(rows)
 }

@@ -40,14 +40,29 @@ fn bench_all_quick_reports_every_scenario() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed: {stderr}\n{stdout}");
     // Progress went to stderr, one line per step.
-    assert!(stderr.contains("echo 1 conn vs tokio (pinned)"), "{stderr}");
-    for row in [
+    assert!(
+        stderr.contains("echo epoll 1 conn vs tokio (pinned)"),
+        "{stderr}"
+    );
+    let mut rows = vec![
         "emulated cycle vs bare socketpair (unpinned)",
-        "echo 1 conn 64 B (pinned)",
+        "echo epoll 1 conn 64 B (pinned)",
+        "echo epoll 100 conn 64 B (unpinned)",
         "cross-thread wake → task runs (unpinned)",
-        "RESP SET -c 50 -P 16 (pinned)",
+        "RESP epoll SET -c 50 -P 16 (pinned)",
         "idle RSS, 1000 connections",
-    ] {
+        "syscalls per message, echo epoll 100 conn",
+    ];
+    // The io_uring rows exist wherever the engine can run on io_uring.
+    if greenfd_engine::IoDriver::uring_support().is_ok() {
+        rows.extend([
+            "echo uring 1 conn 64 B (pinned)",
+            "echo uring 100 conn 64 B (unpinned)",
+            "RESP uring GET -c 50 -P 1 (unpinned)",
+            "syscalls per message, echo uring 1 conn",
+        ]);
+    }
+    for row in rows {
         assert!(stdout.contains(row), "table lacks {row:?}:\n{stdout}");
     }
     let report = std::fs::read_to_string(&json).unwrap();

@@ -3,7 +3,7 @@
 //! or queue is shared between the loops.
 
 use crate::framing::Framing;
-use crate::{Config, Engine, EngineError, EngineHandle, Handler};
+use crate::{Config, Engine, EngineError, EngineHandle, Handler, IoDriver};
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
@@ -16,6 +16,8 @@ pub struct Group {
     threads: Vec<JoinHandle<Result<(), EngineError>>>,
     /// The shared address (with the real port when bound to port 0).
     local_addr: SocketAddr,
+    /// The I/O driver the engines run on.
+    io: IoDriver,
 }
 
 impl Group {
@@ -45,6 +47,7 @@ impl Group {
             engines.push(engine);
         }
         let local_addr = bind_addr;
+        let io = engines.first().map_or(IoDriver::Epoll, Engine::io_driver);
         let handles: Vec<EngineHandle> = engines.iter().map(Engine::handle).collect();
         let mut spawned = Vec::with_capacity(threads);
         for (i, engine) in engines.into_iter().enumerate() {
@@ -58,6 +61,7 @@ impl Group {
                         handles,
                         threads: spawned,
                         local_addr,
+                        io,
                     };
                     if let Err(join_err) = group.shutdown_and_join() {
                         tracing::warn!(error = %join_err, "engine failed while unwinding a spawn error");
@@ -70,12 +74,18 @@ impl Group {
             handles,
             threads: spawned,
             local_addr,
+            io,
         })
     }
 
     /// The address every engine listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The I/O driver the engines run on (all the same: one [`Config`]).
+    pub fn io_driver(&self) -> IoDriver {
+        self.io
     }
 
     /// The engines' handles.

@@ -5,7 +5,7 @@
 
 use crate::CliResult;
 use crate::signals::{read_signal, stop_signal_fd};
-use greenfd_engine::{Config, Echo, Group, Lines, Raw};
+use greenfd_engine::{Config, Echo, Group, IoDriver, Lines, Raw};
 use greenfd_resp::{Db, Resp, RespServer};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -38,6 +38,11 @@ pub struct Args {
     /// lower latency at one connection, at the cost of a busy CPU while idle-ish.
     #[arg(long, default_value_t = 0, value_name = "US")]
     busy_poll_us: u64,
+    /// I/O driver: `uring` (io_uring: multishot accept and recv, sends batched into one
+    /// submission per loop turn), `epoll`, or `auto` (io_uring when the kernel has every
+    /// operation it needs; otherwise epoll, and the log says why).
+    #[arg(long, default_value = "auto", value_name = "auto|uring|epoll")]
+    io: IoDriver,
 }
 
 /// Waits until a stop signal arrives (returns its number) or an engine stops on its own.
@@ -92,6 +97,7 @@ pub fn run(args: Args) -> CliResult {
     let config = Config {
         max_output: args.max_output,
         busy_poll: std::time::Duration::from_micros(args.busy_poll_us),
+        io: args.io,
         ..Config::default()
     };
     let threads = args.threads.max(1);
@@ -113,9 +119,10 @@ pub fn run(args: Args) -> CliResult {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "greenfd serve: listening on {} ({mode}, {threads} thread{})",
+            "greenfd serve: listening on {} ({mode}, {threads} thread{}, {})",
             group.local_addr(),
-            if threads == 1 { "" } else { "s" }
+            if threads == 1 { "" } else { "s" },
+            group.io_driver(),
         )?;
         out.flush()?;
     }
