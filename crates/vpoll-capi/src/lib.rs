@@ -67,9 +67,9 @@
 //! assert_eq!(vpoll_close(fd), 0);
 //! ```
 
-use greenfd_vpoll::{Builder, Error, Events, Op, Result, backend_of, close_fd, ctl_fd};
+use greenfd_vpoll::{Builder, Error, Events, Op, Result, close_raw_fd, ctl_fd};
 use std::ffi::c_int;
-use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// `vpoll_ctl` op: set `events` in addition to those already pending.
@@ -156,16 +156,17 @@ fn ctl(fd: RawFd, op: c_int, events: u32) -> Result<()> {
         // Bits greenfd cannot set are never set, so clearing them is a no-op.
         Op::Del => no_input_flags(events).map(Events::from_bits_truncate)?,
     };
-    with_open(fd, |fd| ctl_fd(fd, op, events))
+    // No check that `fd` is open first: identifying it fails with EBADF on a closed
+    // number, so `ctl_fd` makes at most one system call besides the one that does the work.
+    with_number(fd, |fd| ctl_fd(fd, op, events))
 }
 
 /// `vpoll_close` on Rust types.
 fn close(fd: RawFd) -> Result<()> {
     // A descriptor that is not ours stays open: closing it would pull it from under its owner.
-    with_open(fd, backend_of)?;
-    // SAFETY: `fd` is open and a vpoll fd, and `vpoll_close` hands its ownership to us.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    close_fd(owned)
+    // SAFETY: `vpoll_close` hands the ownership of `fd` to us; it is closed only if it is a
+    // vpoll fd.
+    unsafe { close_raw_fd(fd) }
 }
 
 /// `events` if every bit is one greenfd can deliver, else `EINVAL`.
@@ -185,24 +186,23 @@ fn no_input_flags(events: u32) -> Result<u32> {
     Ok(events)
 }
 
-/// Runs `f` on a descriptor number from the C caller after checking that it is open
-/// (`EBADF` otherwise, as the kernel reports it).
-fn with_open<T>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> Result<T>) -> Result<T> {
+/// Runs `f` on a descriptor number from the C caller (`EBADF` for a negative one). `f`
+/// must fail with [`Error::NotVpoll`] (`EBADF`) on a number that is not open, as the
+/// identification in `greenfd-vpoll` does.
+fn with_number<T>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> Result<T>) -> Result<T> {
     if fd < 0 {
         return Err(Error::NotVpoll);
     }
-    // SAFETY: F_GETFD reads the descriptor flags of any number; it fails on a closed one.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(Error::NotVpoll);
-    }
-    // SAFETY: the descriptor is open and the C caller keeps it open during this call, as for
-    // any syscall on it; the borrow ends when `f` returns.
+    // SAFETY: the C caller keeps the number as it is during this call, as for any system
+    // call on it; a closed number only makes the system calls on it fail with EBADF, and
+    // the borrow ends when `f` returns.
     f(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::FromRawFd;
 
     #[test]
     fn constants_match_libvpoll_and_vpoll_ops() {
