@@ -39,6 +39,9 @@ enum Command {
     Tap(tap::Args),
     /// Measure greenfd against its peers side by side and report ratios.
     Bench(bench::Args),
+    /// Print the greenfd(1) manual page (roff), generated from these definitions.
+    #[command(hide = true)]
+    Manpage,
     /// Serve a bench peer (the tokio echo server) in this process; used by `bench memory`.
     #[command(hide = true)]
     BenchPeer(BenchPeerArgs),
@@ -53,6 +56,15 @@ struct BenchPeerArgs {
     /// Address to listen on.
     #[arg(long)]
     addr: std::net::SocketAddr,
+}
+
+/// Writes greenfd(1) to stdout: the clap definition rendered by clap_mangen, so the page
+/// always matches the binary (scripts/install-capi.sh --with-cli installs it).
+fn manpage() -> CliResult {
+    use clap::CommandFactory;
+    let mut out = std::io::stdout().lock();
+    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -72,6 +84,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Tap(a) => tap::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Manpage => manpage(),
         Command::BenchPeer(a) => greenfd_bench::memory::raise_nofile()
             .and_then(|_| greenfd_bench::echo::serve_tokio_echo(a.addr))
             .map_err(|e| format!("bench-peer {}: {e}", a.peer).into()),
