@@ -493,3 +493,208 @@ fn header_works_from_cxx() {
     }
     assert_ok("cxx_header.cpp", &run_program(prefix, &exe, &[], None));
 }
+
+/// The installed manual pages.
+const MAN_PAGES: [&str; 4] = ["vpoll", "vpoll_create", "vpoll_ctl", "vpoll_close"];
+
+#[test]
+fn installs_lean_stripped_libraries() {
+    let Some(prefix) = prefix_or_skip("installs_lean_stripped_libraries") else {
+        return;
+    };
+    let so = prefix.join("lib/libvpoll.so.0");
+    let size = std::fs::metadata(&so).unwrap().len();
+    assert!(
+        size <= 1 << 20,
+        "libvpoll.so.0 is {size} bytes, more than 1 MiB"
+    );
+    for lib in ["lib/libvpoll.so.0", "lib/libvpoll.a"] {
+        let out = run(
+            Command::new("readelf")
+                .arg("-S")
+                .arg("-W")
+                .arg(prefix.join(lib)),
+            RUN_TIMEOUT,
+        );
+        assert!(out.status.success(), "readelf -S {lib}");
+        let sections = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !sections.contains(".debug_"),
+            "{lib} still has debug sections"
+        );
+    }
+    // Stripping keeps what linking needs: the archive's symbol index and the three functions.
+    let nm = run(
+        Command::new("nm")
+            .args(["--defined-only", "--format=just-symbols"])
+            .arg(prefix.join("lib/libvpoll.a")),
+        RUN_TIMEOUT,
+    );
+    let symbols = String::from_utf8_lossy(&nm.stdout);
+    for f in ["vpoll_create", "vpoll_ctl", "vpoll_close"] {
+        assert!(symbols.lines().any(|l| l == f), "libvpoll.a lacks {f}");
+    }
+}
+
+#[test]
+fn man_pages_are_installed_and_render_without_warnings() {
+    let test = "man_pages_are_installed_and_render_without_warnings";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    let pages: Vec<PathBuf> = MAN_PAGES
+        .iter()
+        .map(|p| prefix.join(format!("share/man/man3/{p}.3")))
+        .collect();
+    for p in &pages {
+        let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(text.starts_with(".TH "), "{}", p.display());
+    }
+    let overview = std::fs::read_to_string(&pages[0]).unwrap();
+    for needle in [
+        "GREENFD_VPOLL_BACKEND",
+        "GREENFD_VPOLL_FUSE_ROUTE",
+        "userns",
+        "fusermount",
+        "fork",
+        "0x2011",
+    ] {
+        assert!(overview.contains(needle), "vpoll.3 lacks {needle:?}");
+    }
+    if which("groff").is_none() {
+        eprintln!("skipping the rendering half of {test}: groff is not installed");
+        return;
+    }
+    for p in &pages {
+        let out = run(
+            Command::new("groff")
+                .args(["-ww", "-man", "-Tutf8", "-z"])
+                .arg(p),
+            RUN_TIMEOUT,
+        );
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "groff -ww {}: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if which("man").is_some() {
+            // man(1) runs the whole pipeline (preconv, tbl, groff) with its own checks.
+            let out = run(
+                Command::new("man")
+                    .args(["--warnings", "-l"])
+                    .arg(p)
+                    .env("MANPAGER", "cat")
+                    .env("MANWIDTH", "80"),
+                RUN_TIMEOUT,
+            );
+            assert!(
+                out.status.success() && out.stderr.is_empty(),
+                "man --warnings -l {}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(String::from_utf8_lossy(&out.stdout).contains("NAME"));
+        }
+    }
+}
+
+#[test]
+fn every_bit_is_exact_through_the_c_abi_on_fuse() {
+    let test = "every_bit_is_exact_through_the_c_abi_on_fuse";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    if !backend_or_skip(test, Backend::Fuse) {
+        return;
+    }
+    let exe = compile(prefix, "cc", "bits.c", Link::Shared);
+    let out = run_program(prefix, &exe, &[], Some(Backend::Fuse));
+    assert_failures_zero("bits.c with fuse", &out);
+}
+
+/// Asserts a counting program printed `failures: 0` and exited 0.
+fn assert_failures_zero(what: &str, out: &Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.lines().any(|l| l == "failures: 0"),
+        "{what}: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Why programs cannot be run as uid 65534 here, if they cannot.
+fn unprivileged_blocker() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root to switch to uid 65534".into());
+    }
+    for tool in ["setpriv", "unshare"] {
+        if which(tool).is_none() {
+            return Some(format!("{tool} (util-linux) is not installed"));
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata("/dev/fuse") {
+        Ok(m) if m.permissions().mode() & 0o006 == 0o006 => None,
+        Ok(m) => Some(format!(
+            "/dev/fuse is mode {:04o}, not 0666 as stock distributions ship it",
+            m.permissions().mode() & 0o7777
+        )),
+        Err(e) => Some(format!("/dev/fuse: {e}")),
+    }
+}
+
+/// Runs a compiled program as uid/gid 65534 (no capabilities), in a private mount
+/// namespace, with the Fuse backend and FUSE `route` forced.
+fn run_unprivileged(prefix: &Path, exe: &Path, args: &[&str], route: &str) -> Output {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "setpriv"])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(exe)
+        .args(args)
+        .env("LD_LIBRARY_PATH", prefix.join("lib"))
+        .env(greenfd_vpoll::BACKEND_ENV, "fuse")
+        .env(greenfd_vpoll::FUSE_ROUTE_ENV, route);
+    run(&mut cmd, RUN_TIMEOUT)
+}
+
+#[test]
+fn unprivileged_c_programs_get_exact_bits_on_every_route() {
+    let test = "unprivileged_c_programs_get_exact_bits_on_every_route";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    if let Some(why) = unprivileged_blocker() {
+        eprintln!("skipping {test}: {why}");
+        return;
+    }
+    let bits = compile(prefix, "cc", "bits.c", Link::Shared);
+    let errno = compile(prefix, "cc", "errno.c", Link::Shared);
+    let basic = compile(prefix, "cc", "basic.c", Link::Shared);
+    let fork = compile(prefix, "cc", "fork_demo.c", Link::Shared);
+    let child_close = compile(prefix, "cc", "child_close.c", Link::Shared);
+    let exec_child = compile(prefix, "cc", "exec_child.c", Link::Shared);
+    for route in ["userns", "fusermount"] {
+        if route == "fusermount" && which("fusermount3").is_none() {
+            eprintln!("skipping the fusermount route: fusermount3 is not installed");
+            continue;
+        }
+        let w = |name: &str| format!("{name} as uid 65534 on route {route}");
+        assert_failures_zero(&w("bits.c"), &run_unprivileged(prefix, &bits, &[], route));
+        assert_ok(&w("errno.c"), &run_unprivileged(prefix, &errno, &[], route));
+        assert_ok(&w("basic.c"), &run_unprivileged(prefix, &basic, &[], route));
+        assert_ok(
+            &w("child_close.c"),
+            &run_unprivileged(prefix, &child_close, &[], route),
+        );
+        assert_ok(
+            &w("exec_child.c"),
+            &run_unprivileged(prefix, &exec_child, &[], route),
+        );
+        // libvpoll's reference scenario ends with the exact hang-up, as on a vpoll kernel.
+        let out = run_unprivileged(prefix, &fork, &[INTERVAL_MS], route);
+        assert_fork_scenario(&out, "10");
+    }
+}
