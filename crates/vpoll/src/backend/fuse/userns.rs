@@ -314,7 +314,7 @@ fn helper(plan: &Plan, sock: RawFd) -> ! {
             libc::_exit(1)
         }
     }
-    // SAFETY (whole block): every call is a raw system call on pointers to live,
+    // SAFETY: every call in this block is a raw system call on pointers to live,
     // NUL-terminated strings or stack buffers; none allocates or takes a lock.
     unsafe {
         if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
