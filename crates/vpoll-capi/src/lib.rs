@@ -6,7 +6,10 @@
 //! example, reports a hang-up as `EPOLLHUP|EPOLLIN|EPOLLRDHUP` (`2011`). This crate exports
 //! the same three functions with the same header, SONAME and pkg-config name, backed by
 //! greenfd-vpoll, so an unmodified libvpoll program gets greenfd's best backend (the FUSE
-//! one reports every bit exactly on a stock kernel). `GREENFD_VPOLL_BACKEND` forces one.
+//! one reports every bit exactly on a stock kernel, for every user: root mounts directly, other
+//! users through a user namespace or `fusermount3`). `GREENFD_VPOLL_BACKEND` forces a
+//! backend and `GREENFD_VPOLL_FUSE_ROUTE` a FUSE route; the man pages vpoll(3),
+//! vpoll_create(3), vpoll_ctl(3) and vpoll_close(3) (in `man/`) describe it all.
 //!
 //! # Install
 //!
@@ -14,9 +17,11 @@
 //! scripts/install-capi.sh --prefix /usr/local [--release]
 //! ```
 //!
-//! builds this crate and lays out
-//! `PREFIX/include/vpoll.h`, `PREFIX/lib/libvpoll.so.0` (SONAME `libvpoll.so.0`) with the
-//! development link `libvpoll.so`, `PREFIX/lib/libvpoll.a` and `PREFIX/lib/pkgconfig/vpoll.pc`.
+//! builds this crate (release profile) and lays out
+//! `PREFIX/include/vpoll.h`, `PREFIX/lib/libvpoll.so.0` (SONAME `libvpoll.so.0`, stripped,
+//! exporting exactly the three functions) with the development link `libvpoll.so`,
+//! `PREFIX/lib/libvpoll.a` (without debug info), `PREFIX/lib/pkgconfig/vpoll.pc` and
+//! `PREFIX/share/man/man3/vpoll{,_create,_ctl,_close}.3`.
 //! A program then builds with `cc prog.c $(pkg-config --cflags --libs vpoll)`, or with the
 //! library linked in statically:
 //!
@@ -44,6 +49,10 @@
 //! * `vpoll_create` fails with `ENODEV` when no backend is available, or when
 //!   `GREENFD_VPOLL_BACKEND` names an unknown or unavailable one.
 //! * `vpoll_close(fd)`: a descriptor that is not a vpoll fd gives `EBADF` and stays open.
+//! * Cost: `vpoll_ctl` makes the system call that does the work plus at most one that
+//!   recognises the descriptor (greenfd-vpoll keeps a per-number record of the fds this
+//!   process created, verified by socket cookie or inode, so a reused number is never
+//!   mistaken for a vpoll fd); a closed number fails that check with `EBADF`.
 //! * No Rust panic crosses the ABI: it becomes `-1` with `errno = EIO`.
 //! * With the emulated backend a hang-up reads as `EPOLLHUP|EPOLLIN|EPOLLRDHUP`, as with
 //!   libvpoll's emulator.

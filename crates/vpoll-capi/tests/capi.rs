@@ -698,3 +698,37 @@ fn unprivileged_c_programs_get_exact_bits_on_every_route() {
         assert_fork_scenario(&out, "10");
     }
 }
+
+#[test]
+fn unprivileged_without_dev_fuse_vpoll_create_falls_back_to_the_emulator() {
+    let test = "unprivileged_without_dev_fuse_vpoll_create_falls_back_to_the_emulator";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    if let Some(why) = unprivileged_blocker() {
+        eprintln!("skipping {test}: {why}");
+        return;
+    }
+    let fork = compile(prefix, "cc", "fork_demo.c", Link::Shared);
+    // /dev/fuse becomes, in a private mount namespace only, a copy of the node at mode
+    // 0600 on a private tmpfs; the real node and other tests are untouched.
+    let script = r#"set -e
+d=$(mktemp -d)
+mount -t tmpfs -o mode=0755 greenfd-test "$d"
+mknod -m 0600 "$d/fuse" c 10 229
+mount --bind "$d/fuse" /dev/fuse
+exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
+"#;
+    let out = run(
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+            .arg(&fork)
+            .arg(INTERVAL_MS)
+            .env("LD_LIBRARY_PATH", prefix.join("lib"))
+            .env_remove(greenfd_vpoll::BACKEND_ENV)
+            .env_remove(greenfd_vpoll::FUSE_ROUTE_ENV),
+        RUN_TIMEOUT,
+    );
+    // No FUSE route: automatic choice is the emulator, with its documented hang-up.
+    assert_fork_scenario(&out, "2011");
+}

@@ -1,7 +1,9 @@
 //! Backend dispatch: one module per mechanism, one small interface between them.
 //!
-//! Each backend module provides the same free functions:
-//! `probe`, `create`, `owns`, `ctl`, `events`, `close`.
+//! Each backend module provides the same free functions: `probe`, `create`, `ctl`,
+//! `events`, `close`, and a way to recognise its fds (`owns`, `owns_stat`, `owns_ino`,
+//! `verify`) that [`identify`] combines so that recognising any fd costs at most one
+//! system call in the common case.
 
 use crate::{Backend, Error, Events, FuseRoute, Op, Result};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
