@@ -11,7 +11,8 @@
 # library keeps its dynamic symbols, the archive loses only its debug info); --debug builds
 # the dev profile instead (still stripped).
 # --with-cli also builds the greenfd command and installs PREFIX/bin/greenfd and
-# PREFIX/share/man/man1/greenfd.1, generated from the command's own argument definitions.
+# PREFIX/share/man/man1/greenfd.1 (and greenfd-SUBCOMMAND.1), generated from the command's
+# own argument definitions.
 # Honours CARGO_TARGET_DIR, CARGO and STRIP like any cargo/make invocation.
 set -euo pipefail
 
@@ -123,8 +124,9 @@ if [ "$with_cli" = 1 ]; then
   install -d "$prefix/bin" "$prefix/share/man/man1"
   install -m 0755 "$cli" "$prefix/bin/greenfd"
   "$strip" --strip-unneeded "$prefix/bin/greenfd"
-  # The page comes from the command's clap definition, so it always matches the binary.
-  "$prefix/bin/greenfd" manpage >"$prefix/share/man/man1/greenfd.1"
+  # The pages come from the command's clap definition, so they always match the binary:
+  # greenfd.1 and one greenfd-SUBCOMMAND.1 per subcommand.
+  "$prefix/bin/greenfd" manpage --dir "$prefix/share/man/man1"
 fi
 cat >"$prefix/lib/pkgconfig/vpoll.pc" <<EOF
 prefix=$prefix

@@ -353,19 +353,37 @@ fn the_manual_page_renders_without_warnings_and_names_every_command() {
         eprintln!("skipping the rendering half: groff is not installed");
         return;
     }
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let file = dir.join(format!("greenfd.{}.1", std::process::id()));
-    std::fs::write(&file, &page).unwrap();
-    let rendered = run(Command::new("groff")
-        .args(["-ww", "-man", "-Tutf8", "-z"])
-        .arg(&file));
-    let _ = std::fs::remove_file(&file);
-    assert!(rendered.status.success(), "{}", describe(&rendered));
-    assert!(
-        rendered.stderr.is_empty(),
-        "groff warnings: {}",
-        describe(&rendered)
+    // `--dir` writes greenfd.1 and one page per subcommand (the pages greenfd.1 names).
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("man1.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = run(greenfd().arg("manpage").arg("--dir").arg(&dir));
+    assert!(out.status.success(), "{}", describe(&out));
+    let mut want: Vec<String> = commands.iter().map(|c| format!("greenfd-{c}.1")).collect();
+    want.push("greenfd.1".into());
+    want.sort();
+    let mut got: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("greenfd.1")).unwrap(),
+        page
     );
+    for f in &got {
+        let rendered = run(Command::new("groff")
+            .args(["-ww", "-man", "-Tutf8", "-z"])
+            .arg(dir.join(f)));
+        assert!(rendered.status.success(), "{}", describe(&rendered));
+        assert!(
+            rendered.stderr.is_empty(),
+            "groff warnings in {f}: {}",
+            describe(&rendered)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
