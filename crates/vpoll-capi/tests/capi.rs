@@ -585,6 +585,7 @@ fn man_pages_are_installed_and_render_without_warnings() {
                     .args(["--warnings", "-l"])
                     .arg(p)
                     .env("MANPAGER", "cat")
+                    .env("LC_ALL", "C")
                     .env("MANWIDTH", "80"),
                 RUN_TIMEOUT,
             );

@@ -1035,6 +1035,32 @@ fn unprivileged_suite(route: &str) {
         return;
     }
     let exe = std::env::current_exe().unwrap();
+    // First ask, as that user, whether the route works at all: a system that refuses it by
+    // policy (user namespaces disabled or restricted, no fusermount3) skips with the reason;
+    // any other failure is a failure.
+    let mut check = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "setpriv"])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args(["--exact", "zz_role", "--nocapture", "--test-threads=1"])
+        .env(ROLE, "route-check")
+        .env(greenfd_vpoll::FUSE_ROUTE_ENV, route)
+        .env_remove(greenfd_vpoll::BACKEND_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the route check");
+    let rx = lines_of(&mut check);
+    assert!(wait_promptly(&mut check).success());
+    let verdict = rest(&rx)
+        .into_iter()
+        .find(|l| l.starts_with("route "))
+        .expect("the route check answers");
+    if let Some(why) = verdict.strip_prefix("route refused: ") {
+        eprintln!("skipped: the {route} route is refused here: {why}");
+        return;
+    }
+    assert_eq!(verdict, "route ok", "the {route} route as uid 65534");
     let mut child = Command::new("unshare")
         .args(["-m", "--propagation", "private", "setpriv"])
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -1106,6 +1132,29 @@ exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
     expect_role_ok(&mut child, "no-route");
 }
 
+/// Says whether the forced route works for this user: `route ok`, `route refused: WHY`
+/// when the system refuses it by policy, else `route broken: WHY`.
+fn role_route_check() {
+    match Backend::Fuse.probe() {
+        Ok(()) => println!("route ok"),
+        Err(e) => {
+            let why = e.to_string();
+            let policy = [
+                "refused here",
+                "disabled",
+                "AppArmor",
+                "not installed",
+                "does not allow FUSE mounts in user namespaces",
+            ];
+            if policy.iter().any(|p| why.contains(p)) {
+                println!("route refused: {why}");
+            } else {
+                println!("route broken: {why}");
+            }
+        }
+    }
+}
+
 /// Runs as uid 65534 with `/dev/fuse` at mode 0600: no route works, each says why, and
 /// automatic choice falls back to the Emulated backend.
 fn role_no_route() {
@@ -1152,6 +1201,7 @@ fn zz_role() {
         "nocap" => role_nocap(),
         "orphan" => role_orphan(),
         "no-route" => role_no_route(),
+        "route-check" => role_route_check(),
         "abort" => role_abort(),
         "legacy-mount" => role_legacy_mount(),
         "fork-create" => role_fork_create(),
