@@ -733,3 +733,89 @@ exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
     // No FUSE route: automatic choice is the emulator, with its documented hang-up.
     assert_fork_scenario(&out, "2011");
 }
+
+/// The system calls of a `strace -f` log made between the two `MARK` writes,
+/// by the traced program's main thread only (the first pid in the log), as (name, count).
+fn main_thread_calls_between_marks(log: &str) -> Vec<(String, usize)> {
+    let main = log
+        .lines()
+        .find_map(|l| l.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut inside = false;
+    for line in log.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some(main.as_str()) {
+            continue;
+        }
+        let rest = line[main.len()..].trim_start();
+        if rest.starts_with("write(2, \"MARK") {
+            if inside {
+                break;
+            }
+            inside = true;
+            continue;
+        }
+        if !inside || rest.starts_with("<...") || rest.starts_with("+++") || rest.starts_with("---")
+        {
+            continue;
+        }
+        let name = rest.split('(').next().unwrap_or_default().to_owned();
+        *counts.entry(name).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+#[test]
+fn vpoll_ctl_makes_at_most_one_system_call_besides_the_work() {
+    let test = "vpoll_ctl_makes_at_most_one_system_call_besides_the_work";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    if which("strace").is_none() {
+        eprintln!("skipping {test}: strace is not installed");
+        return;
+    }
+    const CYCLES: usize = 200;
+    let exe = compile(prefix, "cc", "ctl_cost.c", Link::Shared);
+    for b in available_userspace_backends() {
+        let log = prefix.join(format!("ctl_cost.{b}.{}.strace", std::process::id()));
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-o"])
+            .arg(&log)
+            .arg(&exe)
+            .arg(CYCLES.to_string())
+            .env("LD_LIBRARY_PATH", prefix.join("lib"))
+            .env(greenfd_vpoll::BACKEND_ENV, b.name());
+        let out = run(&mut cmd, RUN_TIMEOUT);
+        assert_ok(&format!("ctl_cost.c with {b} under strace"), &out);
+        let calls = main_thread_calls_between_marks(&std::fs::read_to_string(&log).unwrap());
+        let _ = std::fs::remove_file(&log);
+        let count = |name: &str| calls.iter().find(|(n, _)| n == name).map_or(0, |c| c.1);
+        let total: usize = calls.iter().map(|c| c.1).sum();
+        assert_eq!(count("epoll_wait"), CYCLES, "{b}: {calls:?}");
+        // Two vpoll_ctl calls per cycle, each at most two system calls (identification
+        // plus the work); nothing else (no fcntl F_GETFD, no second identification).
+        let per_ctl = (total - CYCLES) as f64 / (2 * CYCLES) as f64;
+        assert!(
+            per_ctl <= 2.0,
+            "{b}: {per_ctl} system calls per vpoll_ctl: {calls:?}"
+        );
+        assert_eq!(count("fcntl"), 0, "{b}: {calls:?}");
+        match b {
+            // getsockopt(SO_COOKIE) to recognise the fd, send/recv to do the work.
+            Backend::Emulated => {
+                assert_eq!(count("getsockopt"), 2 * CYCLES, "{calls:?}");
+                assert_eq!(count("sendto") + count("recvfrom"), 2 * CYCLES, "{calls:?}");
+            }
+            // fstat to recognise the fd; ADD writes one wake-up, DEL (mask empty) none.
+            Backend::Fuse => {
+                let stats = count("fstat") + count("newfstatat") + count("statx");
+                assert_eq!(stats, 2 * CYCLES, "{calls:?}");
+                assert_eq!(count("write"), CYCLES, "{calls:?}");
+            }
+            _ => {}
+        }
+    }
+}
