@@ -176,11 +176,13 @@ impl Builder {
     /// Creates the fd.
     pub fn build(&self) -> Result<VpollFd> {
         let backend = self.resolve_backend()?;
-        let fd = backend::create(backend, self.init, !self.inherit_on_exec, self.fuse_route)?;
+        let (fd, key) =
+            backend::create(backend, self.init, !self.inherit_on_exec, self.fuse_route)?;
         tracing::trace!(fd = fd.as_raw_fd(), %backend, init = ?self.init, "vpoll create");
         Ok(VpollFd {
             fd: Some(fd),
             backend,
+            key,
         })
     }
 }
@@ -208,6 +210,9 @@ pub struct VpollFd {
     /// The pollable descriptor handed to epoll, poll, select; `None` only while
     /// `close` or `From<VpollFd> for OwnedFd` moves it out.
     fd: Option<OwnedFd>,
+    /// What the backend learnt about `fd` at creation (the Fuse file's device and inode),
+    /// so that `ctl` need not ask the kernel again.
+    key: backend::Key,
     /// The backend that serves `fd`.
     backend: Backend,
 }
@@ -235,7 +240,7 @@ impl VpollFd {
 
     /// Applies `op` with `events`.
     pub fn ctl(&self, op: Op, events: Events) -> Result<()> {
-        backend::ctl(self.backend, self.as_fd(), op, events)
+        backend::ctl_keyed(self.backend, self.key, self.as_fd(), op, events)
     }
 
     /// The events `poll(2)` reports for this fd now.

@@ -116,23 +116,46 @@ pub(crate) fn route_of(fd: BorrowedFd<'_>) -> Option<FuseRoute> {
     };
 }
 
+/// What a backend learnt about an fd it created, kept by its `VpollFd` so that control
+/// operations need not ask the kernel again: the Fuse file's (device, inode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Key(Option<(u64, u64)>);
+
 pub(crate) fn create(
     b: Backend,
     init: Events,
     cloexec: bool,
     route: Option<FuseRoute>,
-) -> Result<OwnedFd> {
+) -> Result<(OwnedFd, Key)> {
+    let plain = |fd| (fd, Key::default());
     match b {
-        Backend::Kernel => kernel::create(init, cloexec),
-        Backend::Device => device::create(init, cloexec),
+        Backend::Kernel => kernel::create(init, cloexec).map(plain),
+        Backend::Device => device::create(init, cloexec).map(plain),
         #[cfg(feature = "fuse")]
-        Backend::Fuse => fuse::create(init, cloexec, route),
+        Backend::Fuse => {
+            fuse::create(init, cloexec, route).map(|(fd, dev, ino)| (fd, Key(Some((dev, ino)))))
+        }
         #[cfg(not(feature = "fuse"))]
         Backend::Fuse => {
             let _ = route;
             Err(unavailable(b, "built without the `fuse` feature"))
         }
-        Backend::Emulated => emulated::create(init, cloexec),
+        Backend::Emulated => emulated::create(init, cloexec).map(plain),
+    }
+}
+
+/// [`ctl`] for an fd whose creation gave `key`: the Fuse backend then skips its `fstat`.
+pub(crate) fn ctl_keyed(
+    b: Backend,
+    key: Key,
+    fd: BorrowedFd<'_>,
+    op: Op,
+    events: Events,
+) -> Result<()> {
+    match (b, key.0) {
+        #[cfg(feature = "fuse")]
+        (Backend::Fuse, Some((dev, ino))) => fuse::ctl_key(fd, dev, ino, op, events),
+        _ => ctl(b, fd, op, events),
     }
 }
 

@@ -22,7 +22,9 @@
 //!   ends (exit, panic, SIGKILL) no mount remains. A route that fails is not retried by
 //!   the process; the reasons are what `greenfd probe` prints.
 //! - **State in shared memory** ([`table`]): one slot per file, found from the fd by `fstat`
-//!   (the inode number encodes slot and generation; `st_dev` names our mount).
+//!   (the inode number encodes slot and generation; `st_dev` names our mount). A `VpollFd`
+//!   remembers its file's device and inode from creation, so its own ctl needs no `fstat`
+//!   ([`ctl_key`]); an fd known only by number (`ctl_fd`, the C ABI) pays one.
 //! - **Fast path** in the owning process: ctl updates the slot's mask with one atomic op and
 //!   the calling thread writes a `FUSE_NOTIFY_POLL` for the file's poll handle to
 //!   `/dev/fuse` itself: one syscall, no round trip, no lock, no allocation. As with the
@@ -409,8 +411,12 @@ pub(crate) fn probe(route: Option<FuseRoute>) -> Result<()> {
 }
 
 /// Creates a vpoll file with `init` set and opens it, on `route`'s filesystem (`None`: the
-/// environment's or automatic choice).
-pub(crate) fn create(init: Events, cloexec: bool, route: Option<FuseRoute>) -> Result<OwnedFd> {
+/// environment's or automatic choice). Returns the fd with its device and inode number.
+pub(crate) fn create(
+    init: Events,
+    cloexec: bool,
+    route: Option<FuseRoute>,
+) -> Result<(OwnedFd, u64, u64)> {
     check_bits(init)?;
     let g = resolve(route)?;
     let Some(ino) = g.shared.table.alloc(init.bits()) else {
@@ -424,7 +430,7 @@ pub(crate) fn create(init: Events, cloexec: bool, route: Option<FuseRoute>) -> R
     match rustix::fs::openat(&g.dir, name.as_str(), flags, Mode::empty()) {
         Ok(fd) => {
             tracing::trace!(?fd, ino, route = %g.route, "vpoll fuse: openat");
-            Ok(fd)
+            Ok((fd, g.dev, ino))
         }
         Err(e) => {
             // If the open got as far as OPEN, RELEASE frees the slot too; `free` is idempotent.
@@ -449,6 +455,34 @@ pub(crate) fn ctl(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {
         e => Error::Io(e.into()),
     })?;
     ctl_id(fd, &id, op, events)
+}
+
+/// [`ctl`] for an fd this process created as file `ino` on device `dev` (what its
+/// `VpollFd` remembers): no `fstat` while the file is this process's own and alive;
+/// otherwise (a `VpollFd` copied into a forked child) the checked path through the fd.
+pub(crate) fn ctl_key(
+    fd: BorrowedFd<'_>,
+    dev: u64,
+    ino: u64,
+    op: Op,
+    events: Events,
+) -> Result<()> {
+    let id = FileId {
+        dev,
+        ino,
+        regular: true,
+        marked: true,
+    };
+    match owned_slot(&id) {
+        Some((shared, slot)) => {
+            check_bits(events)?;
+            if shared.dead.load(Ordering::Acquire) {
+                return Err(Error::Io(Errno::NOTCONN.into()));
+            }
+            Shared::apply(shared.notify.as_fd(), slot, op, events).map_err(Error::Io)
+        }
+        None => ctl(fd, op, events),
+    }
 }
 
 /// [`ctl`] with the fd's `fstat` already done: one system call (the notification or the
