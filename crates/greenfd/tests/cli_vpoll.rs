@@ -454,3 +454,23 @@ fn demo_rejects_bad_input_with_a_clear_error() {
         );
     }
 }
+
+#[test]
+fn probe_reports_an_unknown_fuse_route_and_falls_back() {
+    let out = run(greenfd().arg("probe").env(FUSE_ROUTE_ENV, "bogus"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("fuse ")
+                && l.contains("unavailable: unknown FUSE route \"bogus\"")),
+        "{}",
+        describe(&out)
+    );
+    // The other backends still answer; the choice skips the Fuse backend.
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("chosen: fuse")),
+        "{}",
+        describe(&out)
+    );
+}

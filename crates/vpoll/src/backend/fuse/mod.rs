@@ -292,7 +292,10 @@ fn resolve(route: Option<FuseRoute>) -> Result<&'static Global> {
 
 /// Whether `route` works here (mounting its filesystem if needed).
 pub(crate) fn probe_route(route: FuseRoute) -> Result<()> {
-    let legacy = route == FuseRoute::Direct && crate::route::from_env()?.legacy_mount;
+    // A bad GREENFD_VPOLL_FUSE_ROUTE is reported by the automatic choice; a route asked
+    // for by name only needs to know whether `legacy` is set.
+    let legacy =
+        route == FuseRoute::Direct && crate::route::from_env().is_ok_and(|c| c.legacy_mount);
     mounted(route, legacy).map(drop)
 }
 
