@@ -182,21 +182,27 @@ fn unprivileged_blocker() -> Option<String> {
     }
 }
 
-/// `greenfd ARGS` as uid/gid 65534 in a private mount namespace, run through `sh -c
-/// SETUP` (which ends by exec'ing its arguments).
-fn greenfd_unprivileged(setup: &str, args: &[&str]) -> Command {
+/// Runs `greenfd ARGS` as uid/gid 65534 in a private mount namespace, through `sh -c
+/// SETUP` (which ends by exec'ing its arguments), with `envs` set; from a copy of the
+/// binary any user can run (the checkout may be private).
+fn run_greenfd_unprivileged(setup: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_greenfd"));
+    let dir = greenfd_test_support::copies_for_any_user(&[bin]).expect("copies");
     let mut cmd = Command::new("unshare");
     cmd.args(["-m", "--propagation", "private", "sh", "-c"])
         .arg(format!(
             "set -e\n{setup}\nexec setpriv --reuid=65534 --regid=65534 --clear-groups \"$@\""
         ))
         .arg("sh")
-        .arg(env!("CARGO_BIN_EXE_greenfd"))
+        .arg(dir.join("greenfd"))
         .args(args)
         .env_remove(BACKEND_ENV)
         .env_remove(FUSE_ROUTE_ENV)
-        .env_remove("RUST_LOG");
-    cmd
+        .env_remove("RUST_LOG")
+        .envs(envs.iter().copied());
+    let out = run(&mut cmd);
+    let _ = std::fs::remove_dir_all(&dir);
+    out
 }
 
 #[test]
@@ -213,7 +219,7 @@ fn probe_as_an_unprivileged_user_names_the_route_in_use() {
             eprintln!("skipping the fusermount half: fusermount3 is not installed");
             continue;
         }
-        let out = run(greenfd_unprivileged("", &["probe"]).env(FUSE_ROUTE_ENV, route));
+        let out = run_greenfd_unprivileged("", &["probe"], &[(FUSE_ROUTE_ENV, route)]);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.status.success(), "{}", describe(&out));
         let has = |want: &str| stdout.lines().any(|l| l.starts_with(want));
@@ -252,7 +258,7 @@ fn probe_without_an_accessible_dev_fuse_explains_and_falls_back_to_emulated() {
 mount -t tmpfs -o mode=0755 greenfd-test "$d"
 mknod -m 0600 "$d/fuse" c 10 229
 mount --bind "$d/fuse" /dev/fuse"#;
-    let out = run(&mut greenfd_unprivileged(setup, &["probe"]));
+    let out = run_greenfd_unprivileged(setup, &["probe"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{}", describe(&out));
     assert!(

@@ -574,12 +574,25 @@ fn run_unprivileged(prefix: &Path, exe: &Path, args: &[&str], route: &str) -> Ou
     let mut cmd = Command::new("unshare");
     cmd.args(["-m", "--propagation", "private", "setpriv"])
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(exe)
-        .args(args)
-        .env("LD_LIBRARY_PATH", prefix.join("lib"))
         .env(greenfd_vpoll::BACKEND_ENV, "fuse")
         .env(greenfd_vpoll::FUSE_ROUTE_ENV, route);
-    run(&mut cmd, RUN_TIMEOUT)
+    run_as_any_user(prefix, exe, args, &mut cmd)
+}
+
+/// Runs `exe ARGS` through `wrapper` (which switches to another user), from copies of the
+/// program and the library that any user can read (the checkout may be private).
+fn run_as_any_user(prefix: &Path, exe: &Path, args: &[&str], wrapper: &mut Command) -> Output {
+    let lib = prefix.join("lib/libvpoll.so.0");
+    let dir = greenfd_test_support::copies_for_any_user(&[exe, &lib]).expect("copies");
+    let out = run(
+        wrapper
+            .arg(dir.join(exe.file_name().expect("a file")))
+            .args(args)
+            .env("LD_LIBRARY_PATH", &dir),
+        RUN_TIMEOUT,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    out
 }
 
 #[test]
@@ -641,15 +654,14 @@ mknod -m 0600 "$d/fuse" c 10 229
 mount --bind "$d/fuse" /dev/fuse
 exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
 "#;
-    let out = run(
+    let out = run_as_any_user(
+        prefix,
+        &fork,
+        &[INTERVAL_MS],
         Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
-            .arg(&fork)
-            .arg(INTERVAL_MS)
-            .env("LD_LIBRARY_PATH", prefix.join("lib"))
             .env_remove(greenfd_vpoll::BACKEND_ENV)
             .env_remove(greenfd_vpoll::FUSE_ROUTE_ENV),
-        RUN_TIMEOUT,
     );
     // No FUSE route: automatic choice is the emulator, with its documented hang-up.
     assert_fork_scenario(&out, "2011");

@@ -1006,14 +1006,25 @@ fn unprivileged_suite(route: &str) {
         eprintln!("skipped: fusermount3 is not installed (package fuse3)");
         return;
     }
-    let exe = std::env::current_exe().unwrap();
+    let current = std::env::current_exe().unwrap();
+    let dir = greenfd_test_support::copies_for_any_user(&[&current]).unwrap();
+    let exe = dir.join(current.file_name().unwrap());
+    let result = std::panic::catch_unwind(|| unprivileged_suite_in(route, &exe));
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// [`unprivileged_suite`] with `exe`, a copy of this test binary that uid 65534 can run.
+fn unprivileged_suite_in(route: &str, exe: &std::path::Path) {
     // First ask, as that user, whether the route works at all: a system that refuses it by
     // policy (user namespaces disabled or restricted, no fusermount3) skips with the reason;
     // any other failure is a failure.
     let mut check = Command::new("unshare")
         .args(["-m", "--propagation", "private", "setpriv"])
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&exe)
+        .arg(exe)
         .args(["--exact", "zz_role", "--nocapture", "--test-threads=1"])
         .env(ROLE, "route-check")
         .env(greenfd_vpoll::FUSE_ROUTE_ENV, route)
@@ -1036,7 +1047,7 @@ fn unprivileged_suite(route: &str) {
     let mut child = Command::new("unshare")
         .args(["-m", "--propagation", "private", "setpriv"])
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&exe)
+        .arg(exe)
         .args(["--test-threads=1", "--skip", "unprivileged_"])
         .env(greenfd_vpoll::FUSE_ROUTE_ENV, route)
         .env(NESTED, "1")
@@ -1081,7 +1092,9 @@ fn unprivileged_without_an_accessible_dev_fuse_every_route_says_why() {
     }
     // A private mount namespace in which /dev/fuse is a copy of the node at mode 0600
     // (on a private tmpfs): the real node, and every other test, are untouched.
-    let exe = std::env::current_exe().unwrap();
+    let current = std::env::current_exe().unwrap();
+    let dir = greenfd_test_support::copies_for_any_user(&[&current]).unwrap();
+    let exe = dir.join(current.file_name().unwrap());
     let script = r#"set -e
 d=$(mktemp -d)
 mount -t tmpfs -o mode=0755 greenfd-test "$d"
@@ -1101,7 +1114,13 @@ exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn");
-    expect_role_ok(&mut child, "no-route");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        expect_role_ok(&mut child, "no-route")
+    }));
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// Says whether the forced route works for this user: `route ok`, `route refused: WHY`
