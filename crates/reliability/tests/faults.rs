@@ -1,7 +1,8 @@
 //! Fault injection across the toolkit. Each fault ends in a clear error for the affected
 //! party only, and everything else keeps working with nothing lost. Faults that change
 //! the whole process (a lowered fd limit, a signal storm, `fork`, an aborted FUSE
-//! connection) run in a re-executed child of this test binary.
+//! connection) run in a re-executed child of this test binary. The tests with an engine
+//! run on both of its I/O drivers (`<test>::epoll`, `<test>::uring`).
 
 mod common;
 use common::{PATIENCE, Running};
@@ -12,9 +13,10 @@ use greenfd_engine::{
 use greenfd_reactor::Reactor;
 use greenfd_reliability::{Rng, fnv1a, is_root, open_fds, set_nofile};
 use greenfd_test_support::{
-    CHILD_ENV, CHILD_PATIENCE, ThreadAlarm, child_command, epoll_on, epoll_wait, exhaust_fds, ip,
-    is_child, on_alarm_without_restart, private_netns, run_child, run_with_timeout, tagged_lines,
-    user_space_backends, wait_until, which,
+    CHILD_ENV, CHILD_PATIENCE, IO_ENV, IoDriver, ThreadAlarm, child_command, child_io, config_on,
+    epoll_on, epoll_wait, exhaust_fds, ip, is_child, on_alarm_without_restart, on_both_drivers,
+    private_netns, run_child_on, run_with_timeout, tagged_lines, user_space_backends, wait_until,
+    which,
 };
 use greenfd_vpoll::{Backend, Builder, Events, Op, VpollFd};
 use rustix::event::epoll;
@@ -129,9 +131,8 @@ fn checked_client(
 /// (vpoll on each backend, the C ABI, a new reactor, a new runtime), while everything
 /// created before keeps working; the engine pauses accepting, keeps serving its
 /// connection, and serves the pending client once fds are free.
-#[test]
-fn emfile_fails_new_fds_clearly_and_spares_existing_ones() {
-    let out = run_child("emfile_child", CHILD_PATIENCE);
+fn emfile_fails_new_fds_clearly_and_spares_existing_ones(io: IoDriver) {
+    let out = run_child_on("emfile_child", io, CHILD_PATIENCE);
     for l in tagged_lines(&out, "OK ") {
         eprintln!("{l}");
     }
@@ -144,6 +145,7 @@ fn emfile_child() {
     if !is_child("emfile_child") {
         return;
     }
+    let io = child_io();
     let backends = required_backends();
     // Created before the limit: all of these must keep working under it.
     let old_vpolls: Vec<VpollFd> = backends
@@ -151,7 +153,7 @@ fn emfile_child() {
         .map(|&b| Builder::new().backend(b).build().unwrap())
         .collect();
     let (tx, rx) = mpsc::channel();
-    let engine = Running::start(Lines::default(), Reporter { tx }, Config::default());
+    let engine = Running::start(Lines::default(), Reporter { tx }, config_on(io));
     let mut old_client = engine.connect();
     old_client.write_all(b"before\n").unwrap();
     let mut buf = [0u8; 7];
@@ -303,11 +305,13 @@ static PROGRESS: [std::sync::atomic::AtomicU64; 3] =
 /// Environment variable naming the vpoll backends the storm child exercises.
 const STORM_BACKENDS_ENV: &str = "GREENFD_STORM_BACKENDS";
 
-/// Runs the storm child with vpoll on `backends` and returns its report line.
-fn run_storm(backends: &[Backend]) -> String {
+/// Runs the storm child with vpoll on `backends` and its engine on `io`, and returns its
+/// report line.
+fn run_storm(backends: &[Backend], io: IoDriver) -> String {
     let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
     let mut cmd = child_command("eintr_storm_child").unwrap();
-    cmd.env(STORM_BACKENDS_ENV, names.join(","));
+    cmd.env(STORM_BACKENDS_ENV, names.join(","))
+        .env(IO_ENV, io.as_str());
     let out = run_with_timeout(&mut cmd, CHILD_PATIENCE).expect("storm child hung");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -325,9 +329,8 @@ fn run_storm(backends: &[Backend]) -> String {
 /// the engine, the runtime's reactor waits and timers, and vpoll ctl/events on every
 /// available backend keep working and lose nothing: every echoed byte checksummed, every streamed byte in
 /// order, every ADD seen by the reactor.
-#[test]
-fn eintr_storm_loses_nothing() {
-    eprintln!("{}", run_storm(&required_backends()));
+fn eintr_storm_loses_nothing(io: IoDriver) {
+    eprintln!("{}", run_storm(&required_backends(), io));
 }
 
 /// The child half of the EINTR storm.
@@ -349,8 +352,13 @@ fn eintr_storm_child() {
 
     // Engine: its reactor thread takes the signals; clients (blocked) check every byte.
     let engine = {
-        let engine =
-            Engine::bind("127.0.0.1:0".parse().unwrap(), LengthPrefixed::u32(), Echo).unwrap();
+        let engine = Engine::bind_with(
+            "127.0.0.1:0".parse().unwrap(),
+            LengthPrefixed::u32(),
+            Echo,
+            config_on(child_io()),
+        )
+        .unwrap();
         let (addr, handle) = (engine.local_addr(), engine.handle());
         let t = std::thread::spawn(move || {
             let _storm = storm_target(0);
@@ -506,10 +514,9 @@ fn eintr_storm_child() {
 
 /// Clients that reset in the middle of a frame end with `Reset`, alone: eight clients
 /// running alongside get every checksummed byte back in order.
-#[test]
-fn peer_reset_mid_frame_ends_only_that_connection() {
+fn peer_reset_mid_frame_ends_only_that_connection(io: IoDriver) {
     let (tx, rx) = mpsc::channel();
-    let engine = Running::start(LengthPrefixed::u32(), Reporter { tx }, Config::default());
+    let engine = Running::start(LengthPrefixed::u32(), Reporter { tx }, config_on(io));
     let addr = engine.addr;
     // Eight clients connect and wait while the victims reset, then exchange their frames
     // over the connections that lived through the resets.
@@ -556,15 +563,14 @@ fn peer_reset_mid_frame_ends_only_that_connection() {
 /// A flood: 600 clients connect at once to an engine limited to 64 connections. Accepting
 /// pauses at the limit and resumes as connections close; every client is served its
 /// checksummed echo, none is dropped.
-#[test]
-fn connection_flood_beyond_the_limit_is_served_in_turn() {
+fn connection_flood_beyond_the_limit_is_served_in_turn(io: IoDriver) {
     let engine = Engine::bind_with(
         "127.0.0.1:0".parse().unwrap(),
         LengthPrefixed::u32(),
         Echo,
         Config {
             max_connections: 64,
-            ..Config::default()
+            ..config_on(io)
         },
     )
     .unwrap();
@@ -609,10 +615,9 @@ fn connection_flood_beyond_the_limit_is_served_in_turn() {
 
 /// A client that half-closes after sending gets every reply, then end of stream; the
 /// engine reports `PeerClosed` only after the replies are out.
-#[test]
-fn half_closed_client_gets_every_reply_then_eof() {
+fn half_closed_client_gets_every_reply_then_eof(io: IoDriver) {
     let (tx, rx) = mpsc::channel();
-    let engine = Running::start(Lines::default(), Reporter { tx }, Config::default());
+    let engine = Running::start(Lines::default(), Reporter { tx }, config_on(io));
     let mut c = engine.connect();
     let mut rng = Rng::new(11);
     let mut sent = Vec::new();
@@ -808,9 +813,8 @@ fn reactor_waiter_on_a_vpoll_fd_wakes_with_closed() {
 /// and vpoll fds in an epoll set sets IN on every inherited vpoll fd (async-signal-safe
 /// path), closes its copies of everything and exits 0; the parent sees the child's
 /// events, and its registrations, connections and fds all keep working.
-#[test]
-fn fork_with_live_registrations() {
-    let out = run_child("fork_child", CHILD_PATIENCE);
+fn fork_with_live_registrations(io: IoDriver) {
+    let out = run_child_on("fork_child", io, CHILD_PATIENCE);
     assert!(out.contains("OK fork"), "{out}");
     for l in tagged_lines(&out, "OK ") {
         eprintln!("{l}");
@@ -823,8 +827,9 @@ fn fork_child() {
     if !is_child("fork_child") {
         return;
     }
+    let io = child_io();
     let (tx, rx) = mpsc::channel();
-    let engine = Running::start(Lines::default(), Reporter { tx }, Config::default());
+    let engine = Running::start(Lines::default(), Reporter { tx }, config_on(io));
     let mut client = engine.connect();
     client.write_all(b"one\n").unwrap();
     let mut buf = [0u8; 4];
@@ -1183,3 +1188,12 @@ fn emulated_refused_del_in_keeps_pri_after_hangup() {
         "del(IN) failed with {r:?} and changed {before:?} into {after:?}"
     );
 }
+
+on_both_drivers!(
+    emfile_fails_new_fds_clearly_and_spares_existing_ones,
+    eintr_storm_loses_nothing,
+    peer_reset_mid_frame_ends_only_that_connection,
+    connection_flood_beyond_the_limit_is_served_in_turn,
+    half_closed_client_gets_every_reply_then_eof,
+    fork_with_live_registrations,
+);

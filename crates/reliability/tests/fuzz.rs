@@ -1,17 +1,18 @@
 //! Bad input, fuzzed on stable Rust in bounded time: every `Framing`, the RESP parser and
 //! server, and the vpoll C ABI argument space. Inputs come from the committed seed corpora
 //! (`corpus/`), their mutations, and seeded random bytes; the seed is printed and can be
-//! replayed with `GREENFD_FUZZ_SEED`.
+//! replayed with `GREENFD_FUZZ_SEED`. The servers run on both engine I/O drivers
+//! (`<test>::epoll`, `<test>::uring`).
 
 mod common;
 use common::{PATIENCE, Running};
 
-use greenfd_engine::{
-    Config, Echo, FrameError, Framing, LengthPrefixed, Lines, Parsed, Raw, split_frames,
-};
+use greenfd_engine::{Echo, FrameError, Framing, LengthPrefixed, Lines, Parsed, Raw, split_frames};
 use greenfd_reliability::{Rng, corpus, seed};
 use greenfd_resp::{Db, Resp, RespServer, command_args, execute};
-use greenfd_test_support::{child_command, is_child, run_with_timeout, tagged_lines};
+use greenfd_test_support::{
+    IoDriver, child_command, config_on, is_child, on_both_drivers, run_with_timeout, tagged_lines,
+};
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
@@ -363,19 +364,14 @@ fn owed_replies(stream: &[u8]) -> (usize, bool) {
 /// request when its stream is valid (a prefix of them when it turns invalid, since the
 /// invalid client is dropped at once); exactly the invalid streams are counted invalid;
 /// a well-behaved client running alongside gets every answer right.
-#[test]
-fn resp_server_drops_only_the_invalid_clients_and_answers_the_rest_exactly() {
+fn resp_server_drops_only_the_invalid_clients_and_answers_the_rest_exactly(io: IoDriver) {
     let mut rng = Rng::new(seed("resp-server", 0x5eed_0003));
     let seeds: Vec<Vec<u8>> = corpus("resp")
         .unwrap()
         .into_iter()
         .map(|(_, b)| b)
         .collect();
-    let server = Running::start(
-        Resp::default(),
-        RespServer::new(Db::new(4)),
-        Config::default(),
-    );
+    let server = Running::start(Resp::default(), RespServer::new(Db::new(4)), config_on(io));
     let key = format!("good:{}", rng.next_u64());
     let mut good = server.connect();
     let good_addr = server.addr;
@@ -448,12 +444,11 @@ fn resp_server_drops_only_the_invalid_clients_and_answers_the_rest_exactly() {
 
 /// An echo server with `Lines { max: 64 }` under fuzzing clients: a valid stream comes
 /// back byte for byte; an invalid one gets a prefix of its valid lines, then the close.
-#[test]
-fn lines_echo_server_returns_valid_streams_byte_for_byte() {
+fn lines_echo_server_returns_valid_streams_byte_for_byte(io: IoDriver) {
     let mut rng = Rng::new(seed("lines-server", 0x5eed_0004));
     let seeds = all_seeds();
     let framing = Lines { max: 64 };
-    let server = Running::start(framing, Echo, Config::default());
+    let server = Running::start(framing, Echo, config_on(io));
     let mut invalid_streams = 0;
     for case in 0..60 {
         let stream = input(&mut rng, &seeds);
@@ -859,13 +854,8 @@ fn capi_fuzz_child() {
 
 /// A quick look at the errors a RESP client gets for input that breaks the protocol:
 /// `Invalid` drops only that connection, and the reason is the framing's.
-#[test]
-fn resp_invalid_reasons_are_the_framings() {
-    let server = Running::start(
-        Resp::default(),
-        RespServer::new(Db::new(1)),
-        Config::default(),
-    );
+fn resp_invalid_reasons_are_the_framings(io: IoDriver) {
+    let server = Running::start(Resp::default(), RespServer::new(Db::new(1)), config_on(io));
     let mut rng = Rng::new(1);
     for bad in [&b"*1\r\n:3\r\n"[..], b"*x\r\n", b"*1\r\n$3\r\nabcXY"] {
         let got = fuzz_client(&server, bad, &mut rng);
@@ -883,3 +873,9 @@ fn wait_for(mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+on_both_drivers!(
+    resp_server_drops_only_the_invalid_clients_and_answers_the_rest_exactly,
+    lines_echo_server_returns_valid_streams_byte_for_byte,
+    resp_invalid_reasons_are_the_framings,
+);

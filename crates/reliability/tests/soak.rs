@@ -6,9 +6,9 @@
 //! This binary holds only the soak, so the fd and RSS figures are not disturbed by other
 //! tests running in parallel.
 
-use greenfd_engine::{Config, ConnId, Ctx, Engine, Handler, LengthPrefixed};
+use greenfd_engine::{ConnId, Ctx, Engine, Handler, LengthPrefixed};
 use greenfd_reliability::{Rng, fnv1a, open_fds, rss_kib, set_nofile};
-use greenfd_test_support::PATIENCE;
+use greenfd_test_support::{IoDriver, PATIENCE, config_on, driver_available, on_both_drivers};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -128,8 +128,13 @@ async fn connection(
     }
 }
 
-/// Runs the soak for `secs` seconds and prints its figures.
-fn soak(secs: u64) {
+/// Runs the soak for `secs` seconds on driver `io` and prints its figures.
+fn soak(io: IoDriver, secs: u64) {
+    // One soak at a time: each sizes the process's fd limit and counts its fds.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let want_fds = u64::from(CONNECTIONS) * 2 + 256;
     let limit = set_nofile(want_fds).unwrap();
     if limit < want_fds {
@@ -142,7 +147,7 @@ fn soak(secs: u64) {
         "127.0.0.1:0".parse().unwrap(),
         LengthPrefixed::u32().with_max(64 * 1024),
         CheckedEcho { bad: bad.clone() },
-        Config::default(),
+        config_on(io),
     )
     .unwrap();
     let (addr, handle) = (engine.local_addr(), engine.handle());
@@ -262,18 +267,23 @@ fn fd_targets() -> Vec<String> {
 }
 
 /// The CI soak: 10 s unless `GREENFD_SOAK_SECS` says otherwise.
-#[test]
-fn soak_quick_1000_connections() {
+fn soak_quick_1000_connections(io: IoDriver) {
     let secs = std::env::var(SECS_ENV)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    soak(secs);
+    soak(io, secs);
 }
 
 /// The long soak: 60 s.
 #[test]
 #[ignore = "60 s soak, run on demand: cargo test -p greenfd-reliability --test soak -- --ignored"]
 fn soak_60s_1000_connections() {
-    soak(60);
+    for io in [IoDriver::Epoll, IoDriver::Uring] {
+        if driver_available(io) {
+            soak(io, 60);
+        }
+    }
 }
+
+on_both_drivers!(soak_quick_1000_connections);

@@ -1,19 +1,14 @@
 //! The RESP server on a real engine over loopback TCP: invalid requests, half-closed
-//! peers, values larger than the read buffer, QUIT.
+//! peers, values larger than the read buffer, QUIT. Each test runs on both engine I/O
+//! drivers (`<test>::epoll`, `<test>::uring`).
 
-use greenfd_engine::Config;
 use greenfd_resp::{Db, Resp, RespServer, encode_command};
 use std::io::{Read, Write};
 
-use greenfd_test_support::{Running, is_closed_by_server};
+use greenfd_test_support::{IoDriver, Running, config_on, is_closed_by_server, on_both_drivers};
 
-#[test]
-fn invalid_resp_disconnects_only_that_client() {
-    let engine = Running::start(
-        Resp::default(),
-        RespServer::new(Db::new(1)),
-        Config::default(),
-    );
+fn invalid_resp_disconnects_only_that_client(io: IoDriver) {
+    let engine = Running::start(Resp::default(), RespServer::new(Db::new(1)), config_on(io));
     let mut good = engine.connect();
     let mut bad = engine.connect();
     let mut pong = [0u8; 7];
@@ -31,13 +26,8 @@ fn invalid_resp_disconnects_only_that_client() {
     engine.stop();
 }
 
-#[test]
-fn half_closed_peer_gets_its_replies_then_eof() {
-    let engine = Running::start(
-        Resp::default(),
-        RespServer::new(Db::new(1)),
-        Config::default(),
-    );
+fn half_closed_peer_gets_its_replies_then_eof(io: IoDriver) {
+    let engine = Running::start(Resp::default(), RespServer::new(Db::new(1)), config_on(io));
     let mut c = engine.connect();
     c.write_all(b"SET k 41\r\nINCR k\r\nGET k\r\n").unwrap();
     c.shutdown(std::net::Shutdown::Write).unwrap();
@@ -47,13 +37,8 @@ fn half_closed_peer_gets_its_replies_then_eof() {
     engine.stop();
 }
 
-#[test]
-fn large_resp_values_cross_many_reads_intact() {
-    let engine = Running::start(
-        Resp::default(),
-        RespServer::new(Db::new(1)),
-        Config::default(),
-    );
+fn large_resp_values_cross_many_reads_intact(io: IoDriver) {
+    let engine = Running::start(Resp::default(), RespServer::new(Db::new(1)), config_on(io));
     let mut c = engine.connect();
     let value: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
     let mut request = Vec::new();
@@ -79,13 +64,8 @@ fn large_resp_values_cross_many_reads_intact() {
     engine.stop();
 }
 
-#[test]
-fn quit_replies_then_closes() {
-    let engine = Running::start(
-        Resp::default(),
-        RespServer::new(Db::new(1)),
-        Config::default(),
-    );
+fn quit_replies_then_closes(io: IoDriver) {
+    let engine = Running::start(Resp::default(), RespServer::new(Db::new(1)), config_on(io));
     let mut c = engine.connect();
     c.write_all(b"PING\r\nQUIT\r\nPING\r\n").unwrap();
     let mut all = Vec::new();
@@ -93,3 +73,10 @@ fn quit_replies_then_closes() {
     assert_eq!(all, b"+PONG\r\n+OK\r\n");
     engine.stop();
 }
+
+on_both_drivers!(
+    invalid_resp_disconnects_only_that_client,
+    half_closed_peer_gets_its_replies_then_eof,
+    large_resp_values_cross_many_reads_intact,
+    quit_replies_then_closes,
+);

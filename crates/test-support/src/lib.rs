@@ -520,6 +520,17 @@ pub fn driver_available(io: IoDriver) -> bool {
     }
 }
 
+/// [`run_child`] with the child's engines on driver `io` (see [`child_io`]).
+pub fn run_child_on(name: &str, io: IoDriver, timeout: Duration) -> String {
+    let out = child_output(name, &[(IO_ENV, io.as_str())], timeout);
+    assert!(
+        out.status.success(),
+        "child {name} ({io}) failed: {}",
+        describe(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// For each test function `name(io: IoDriver)`, declares the tests `name::epoll` and
 /// `name::uring`, so one test body covers both engine I/O drivers; the io_uring one
 /// skips, with the reason printed, on a kernel without io_uring.

@@ -29,7 +29,9 @@
 //!   [`Config::accept_retry`](crate::Config::accept_retry), never in a loop. At
 //!   [`Config::max_connections`](crate::Config::max_connections) the accept is
 //!   cancelled; a socket the kernel accepted before the cancel took effect waits, open,
-//!   for a free slot.
+//!   for a free slot. The multishot accept reads `RLIMIT_NOFILE` when it is armed: a
+//!   socket it hands over above a limit lowered since is parked the same way, and
+//!   accepting pauses until an fd is free, as `EMFILE` would have made it.
 //! - **Closing.** A connection's fd closes when it leaves the table, and its recv and
 //!   send are cancelled, so the socket really goes (an in-flight operation would
 //!   otherwise keep it open).
@@ -52,7 +54,7 @@ use ring::{Completion, Ring};
 use rustix::io::Errno;
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -287,11 +289,15 @@ impl Driver {
     ) -> io::Result<()> {
         tracing::debug!("resuming accept");
         engine.accept_paused = None;
-        while engine.core.conns.len() < engine.core.shared.slots.len() {
-            let Some(fd) = self.backlog.pop_front() else {
-                break;
-            };
-            self.admit(engine, fd)?;
+        while engine.core.conns.len() < engine.core.shared.slots.len() && !self.backlog.is_empty() {
+            if !fd_free(engine) {
+                // Still out of fds: the parked sockets wait, as the backlog would.
+                Stats::add(&engine.core.shared.stats.accept_pauses, 1);
+                return self.pause_accept(engine);
+            }
+            if let Some(fd) = self.backlog.pop_front() {
+                self.admit(engine, fd)?;
+            }
         }
         if !self.backlog.is_empty() {
             return self.pause_accept(engine);
@@ -312,7 +318,12 @@ impl Driver {
         match result {
             Ok(fd) => {
                 let full = engine.core.conns.len() >= engine.core.shared.slots.len();
-                if full || !self.backlog.is_empty() {
+                let over = above_fd_limit(&fd);
+                if over {
+                    tracing::warn!("accept: above the fd limit, pausing");
+                    Stats::add(&engine.core.shared.stats.accept_pauses, 1);
+                }
+                if full || over || !self.backlog.is_empty() {
                     self.backlog.push_back(fd);
                     self.pause_accept(engine)?;
                 } else {
@@ -670,6 +681,27 @@ impl Driver {
             }
             engine.disconnect(id, DisconnectReason::Shutdown);
         }
+    }
+}
+
+/// Whether the kernel handed us `fd` above the soft `RLIMIT_NOFILE`: a multishot accept
+/// reads the limit when it is armed, so a limit lowered since then does not stop it.
+/// Such a socket is parked, and accepting paused, as if `accept` had failed with
+/// `EMFILE`.
+fn above_fd_limit(fd: &OwnedFd) -> bool {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    limit.is_some_and(|limit| fd.as_raw_fd() as u64 >= limit)
+}
+
+/// Whether the process could open one more fd now (a duplicate of the listener, closed
+/// at once); what an `accept` retry finds out on the epoll driver.
+fn fd_free<F, H>(engine: &Engine<F, H>) -> bool {
+    let Some(listener) = engine.listener.as_ref() else {
+        return true;
+    };
+    match rustix::io::fcntl_dupfd_cloexec(listener, 0) {
+        Ok(_probe) => true,
+        Err(e) => !is_resource_exhaustion(e),
     }
 }
 
