@@ -14,12 +14,17 @@
 //!   the Redis protocol in the `greenfd-resp` crate), each with a maximum frame size;
 //!   an invalid frame drops that client only;
 //! - `accept` under `EMFILE` pauses instead of spinning, and resumes when fds free up;
-//! - scale-out with `SO_REUSEPORT`: N engines on N threads ([`Group`]).
+//! - scale-out with `SO_REUSEPORT`: N engines on N threads ([`Group`]);
+//! - two I/O drivers under the same loop logic ([`IoDriver`], [`Config::io`]): epoll, and
+//!   io_uring (multishot accept, multishot recv into provided buffers, every
+//!   connection's send submitted in one `io_uring_enter` per loop turn), picked by
+//!   probing the kernel.
 //!
 //! The source is laid out like redis' `ae.c` and `networking.c`: the loop itself
 //! (`event_loop.rs`), the I/O steps it calls (`steps.rs`: accept, read, flush, close), the
 //! connection table (`conn.rs`), the cross-thread handle (`handle.rs`) and the
-//! application's side (`handler.rs`).
+//! application's side (`handler.rs`). The io_uring driver (`uring/`) is the same loop fed
+//! by completions; it reuses everything but the I/O steps.
 //!
 //! ```
 //! use greenfd_engine::{ConnId, Ctx, Engine, Framing, Handler, Lines};

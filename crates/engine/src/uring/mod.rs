@@ -148,8 +148,6 @@ struct Driver {
     backlog: VecDeque<OwnedFd>,
     /// Completions of this iteration (reused).
     done: Vec<Completion>,
-    /// Sends queued since the last wait.
-    sends: usize,
 }
 
 /// Runs `engine`'s loop on io_uring until shutdown.
@@ -164,7 +162,6 @@ pub(crate) fn run<F: Framing, H: Handler>(
         accept: Multishot::Idle,
         backlog: VecDeque::new(),
         done: Vec::new(),
-        sends: 0,
     };
     driver.ring.poll_waker(engine.core.shared.waker.as_fd())?;
     driver.arm_accept(engine)?;
@@ -239,13 +236,12 @@ impl Driver {
 
     /// Submits and waits, spinning first for up to `busy_poll` when it would block.
     fn wait(&mut self, busy_poll: Duration, timeout: Option<Duration>) -> io::Result<()> {
-        let own = std::mem::take(&mut self.sends);
         if busy_poll.is_zero() || timeout == Some(Duration::ZERO) {
-            return self.ring.submit_and_wait(timeout, own);
+            return self.ring.submit_and_wait(timeout);
         }
         let start = Instant::now();
         loop {
-            self.ring.submit_and_wait(Some(Duration::ZERO), 0)?;
+            self.ring.submit_and_wait(Some(Duration::ZERO))?;
             if self.ring.ready() {
                 return Ok(());
             }
@@ -253,7 +249,7 @@ impl Driver {
             if spun >= busy_poll {
                 return self
                     .ring
-                    .submit_and_wait(timeout.map(|t| t.saturating_sub(spun)), 0);
+                    .submit_and_wait(timeout.map(|t| t.saturating_sub(spun)));
             }
             std::hint::spin_loop();
         }
@@ -592,7 +588,6 @@ impl Driver {
         };
         if !out.is_empty() {
             slot.sending = true;
-            self.sends += 1;
             return self.ring.send(conn.fd.as_fd(), id.as_u64(), out);
         }
         if let Some(reason) = conn.closing.clone() {

@@ -27,8 +27,6 @@ use std::time::{Duration, Instant};
 
 /// The provided-buffer group every multishot recv draws from.
 const BGID: u16 = 0;
-/// How long a wait that follows sends holds out for a completion other than theirs.
-const MIN_WAIT: Duration = Duration::from_micros(50);
 /// Most chunks one `sendmsg` takes.
 const MAX_IOV: usize = 64;
 /// User data: the operation kind in the top byte, a connection id below.
@@ -261,8 +259,6 @@ pub(super) struct Ring {
     inflight: usize,
     /// Raw completions, reused between reaps.
     raw: Vec<(u64, i32, u32)>,
-    /// The kernel takes a minimum wait time (`IORING_FEAT_MIN_TIMEOUT`).
-    min_timeout: bool,
 }
 
 /// How the ring was set up (for the log).
@@ -311,9 +307,7 @@ impl Ring {
                 0,
             )?;
         }
-        let min_timeout = uring.params().is_feature_min_timeout();
         Ok(Ring {
-            min_timeout,
             uring,
             bufs: Some(bufs),
             sends: HashMap::new(),
@@ -413,34 +407,13 @@ impl Ring {
 
     /// Submits what is queued and waits for at least one completion, at most `timeout`
     /// (`Some(ZERO)`: only collects what is ready).
-    ///
-    /// `own` is how many of those submissions are sends, which usually complete during
-    /// the submission itself: then the wait is for `own + 1` completions, but for at
-    /// most [`MIN_WAIT`] beyond the first, so a send's own completion does not cut
-    /// short the wait for the next request, and a ping-pong costs one enter per message
-    /// instead of two (kernels with `IORING_FEAT_MIN_TIMEOUT`, 6.12).
-    pub(super) fn submit_and_wait(
-        &mut self,
-        timeout: Option<Duration>,
-        own: usize,
-    ) -> io::Result<()> {
-        let batch = own > 0 && timeout != Some(Duration::ZERO) && self.min_timeout;
-        let result = match (timeout, batch) {
-            (None, false) => self.uring.submit_and_wait(1),
-            (timeout, _) => {
-                let ts = Timespec::from(timeout.unwrap_or(Duration::ZERO));
-                let mut args = SubmitArgs::new();
-                if batch {
-                    args = args.min_wait_usec(MIN_WAIT.as_micros() as u32);
-                }
-                let want = if batch { own.saturating_add(1) } else { 1 };
-                match timeout {
-                    Some(_) => self
-                        .uring
-                        .submitter()
-                        .submit_with_args(want, &args.timespec(&ts)),
-                    None => self.uring.submitter().submit_with_args(want, &args),
-                }
+    pub(super) fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let result = match timeout {
+            None => self.uring.submit_and_wait(1),
+            Some(t) => {
+                let ts = Timespec::from(t);
+                let args = SubmitArgs::new().timespec(&ts);
+                self.uring.submitter().submit_with_args(1, &args)
             }
         };
         match result {
@@ -566,7 +539,7 @@ impl Ring {
             if left.is_zero() {
                 break;
             }
-            if let Err(e) = self.submit_and_wait(Some(left.min(Duration::from_millis(50))), 0) {
+            if let Err(e) = self.submit_and_wait(Some(left.min(Duration::from_millis(50)))) {
                 tracing::warn!(error = %e, "io_uring wait while stopping");
                 break;
             }
