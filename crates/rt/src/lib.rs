@@ -9,8 +9,15 @@
 //!
 //! The executor is single-threaded: [`block_on`] runs a future and every task
 //! [`spawn`]ed from it on the calling thread, with [`sleep`]/[`timeout`] timers, and
-//! blocks in `epoll_wait` when nothing is runnable. Tasks may be woken from any thread.
-//! Borrowed-fd waits (Trio's discipline) are available through [`current_reactor`].
+//! drives the process-wide reactor ([`reactor::Reactor::global`]), blocking in
+//! `epoll_wait` when nothing is runnable. Tasks may be woken from any thread.
+//! Borrowed-fd waits (Trio's discipline) are available through [`current_reactor`] or
+//! `Reactor::global()`.
+//!
+//! [`Async<T>`], [`TapDevice`], [`TunDevice`] and the reactor's waits are `Send` and work
+//! in any executor: inside `tokio::spawn` (multi-thread or current-thread) or on smol,
+//! a fallback thread drives the reactor while no greenfd-rt executor is running. The
+//! timers ([`sleep`], [`timeout`]) and [`spawn`] belong to greenfd-rt's executor.
 //!
 //! ```
 //! use futures_lite::{AsyncReadExt, AsyncWriteExt};
