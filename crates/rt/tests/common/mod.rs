@@ -11,11 +11,13 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::Duration;
+
+#[allow(unused_imports)] // each test binary uses a subset
+pub use greenfd_test_support::{ip, private_netns};
 
 /// Where a test body runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,33 +216,6 @@ pub fn ip_in(ns: &OwnedFd, args: &[&str]) {
     })
     .join()
     .unwrap();
-}
-
-/// Moves the calling thread (only) into a fresh network namespace; `Err` says why not.
-pub fn private_netns() -> Result<(), String> {
-    if !rustix::process::geteuid().is_root() {
-        return Err("not root".into());
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        return Err("no /dev/net/tun".into());
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Err("`ip` missing (apt-get install iproute2)".into());
-    }
-    // SAFETY: only CLONE_NEWNET: it changes this thread's network namespace and shares
-    // nothing less.
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
-        .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))
-}
-
-/// Runs `ip ARGS` and checks it worked.
-pub fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The Internet checksum.
