@@ -37,6 +37,7 @@ use crate::registration::{Registration, ScheduledIo};
 use crate::wait::{self, Direction, FdWaiters, WaitFd};
 use crate::waker::Waker;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
@@ -87,14 +88,43 @@ pub struct Statistics {
 #[derive(Debug, Default)]
 pub(crate) struct State {
     /// Waiters on borrowed fds, by fd number.
-    pub(crate) fds: HashMap<RawFd, FdWaiters>,
+    pub(crate) fds: IntMap<RawFd, FdWaiters>,
     /// Persistent registrations, by token.
-    registrations: HashMap<u64, Arc<ScheduledIo>>,
+    registrations: IntMap<u64, Arc<ScheduledIo>>,
     /// Fd numbers owned by a persistent registration, with its token; borrowed-fd waits
     /// on them are refused (a one-shot `MOD` would hijack the persistent registration).
-    pub(crate) owned: HashMap<RawFd, u64>,
+    pub(crate) owned: IntMap<RawFd, u64>,
     /// The next persistent key (never reused, so a late report can't reach a new owner).
     next_key: u64,
+}
+
+/// A map keyed by fd numbers or registration keys. Neither is chosen by an outside
+/// party (the kernel hands out the lowest free fd numbers, keys count up), so a
+/// multiplicative hash replaces SipHash on the per-report lookups.
+pub(crate) type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
+/// Fibonacci hashing of one integer key.
+#[derive(Debug, Default)]
+pub(crate) struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(u64::from(n as u32));
+    }
 }
 
 /// What the driver owns across `epoll_wait`: reused buffers, so a turn never allocates.
@@ -410,15 +440,15 @@ impl Reactor {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
             Err(e) => return Err(e),
         }
-        self.inner.turns.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .reports
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        // Only the driver writes the counters (we hold the driver lock): a plain load
+        // and store, no locked read-modify-write on the hot path.
+        bump(&self.inner.turns, 1);
+        bump(&self.inner.reports, events.len() as u64);
         if !events.is_empty() {
             let mut state = self.state_mut();
             for ev in events.iter() {
                 if ev.token == WAKER_TOKEN {
-                    self.inner.wakeup_reports.fetch_add(1, Ordering::Relaxed);
+                    bump(&self.inner.wakeup_reports, 1);
                     self.inner.waker.drain()?;
                 } else if ev.token & PERSISTENT != 0 {
                     if let Some(io) = state.registrations.get(&ev.token) {
@@ -503,6 +533,11 @@ impl AsFd for Reactor {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.inner.poller.as_fd()
     }
+}
+
+/// Adds `n` to a counter only the driver writes (readers may see it a little late).
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
 }
 
 /// Locks `m`; every critical section in this crate leaves its data consistent at each
