@@ -21,6 +21,16 @@
 //! * a reactor made with [`Reactor::new`] has no fallback thread: its owner drives it
 //!   with [`Reactor::turn`] (or nests its fd into another event loop).
 //!
+//! Limits, by design: while an executor is attached it alone drives, turning the reactor
+//! at every iteration of its loop (blocking only when idle), so tasks of other runtimes
+//! waiting on the same reactor are served at that pace; a task that blocks the
+//! executor's thread delays them as it delays the executor's own tasks. Handing the
+//! driver to the fallback thread whenever the executor is busy would cost a
+//! cross-thread wake per loop iteration on the single-threaded hot path. A task of
+//! another runtime is woken by the driving thread, one thread hop more than that
+//! runtime's own reactor. The fallback thread does not survive `fork`: a child that
+//! uses the global reactor from another runtime needs an executor to drive it.
+//!
 //! Locks: the driver lock (held across `epoll_wait`), then the state lock (tables,
 //! held briefly, never across a syscall that blocks or a waker call), then a waiter's
 //! slot lock. Wakers are always called with no lock of the state held.
