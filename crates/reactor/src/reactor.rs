@@ -529,11 +529,16 @@ impl Reactor {
 
     /// Forgets a persistent registration.
     pub(crate) fn remove_registration(&self, key: u64, fd: RawFd) {
-        let mut state = self.state_mut();
-        state.registrations.remove(&key);
-        if state.owned.get(&fd) == Some(&key) {
-            state.owned.remove(&fd);
-        }
+        let removed = {
+            let mut state = self.state_mut();
+            if state.owned.get(&fd) == Some(&key) {
+                state.owned.remove(&fd);
+            }
+            state.registrations.remove(&key)
+        };
+        // Dropped after the lock: the last reference drops stored wakers, whose drop
+        // may run other code that uses this reactor.
+        drop(removed);
     }
 }
 
