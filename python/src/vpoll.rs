@@ -13,21 +13,25 @@
 
 use crate::error::{closed, invalid, vpoll_error};
 use greenfd_vpoll::{Backend, Builder, Events, Op, VpollFd};
+use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-/// Converts a Python int to [`Events`], refusing bits outside the six vpoll bits.
-pub(crate) fn events_from_int(value: i64) -> PyResult<Events> {
-    u32::try_from(value)
-        .ok()
-        .and_then(Events::from_bits)
-        .ok_or_else(|| {
-            invalid(format!(
-                "events {value:#x} has bits outside IN|PRI|OUT|ERR|HUP|RDHUP ({:#x})",
-                Events::all().bits()
-            ))
-        })
+/// Converts a Python int of any size to [`Events`], refusing bits outside the six vpoll
+/// bits with `InvalidArgument` (a non-int raises `TypeError`).
+pub(crate) fn events_arg(value: &Bound<'_, PyAny>) -> PyResult<Events> {
+    let bits = match value.extract::<i64>() {
+        Ok(v) => u32::try_from(v).ok().and_then(Events::from_bits),
+        Err(e) if e.is_instance_of::<PyOverflowError>(value.py()) => None,
+        Err(e) => return Err(e),
+    };
+    bits.ok_or_else(|| {
+        invalid(format!(
+            "events {value} has bits outside IN|PRI|OUT|ERR|HUP|RDHUP ({:#x})",
+            Events::all().bits()
+        ))
+    })
 }
 
 /// A file descriptor whose readiness is set by hand (a vpoll fd).
@@ -59,10 +63,12 @@ impl Vpoll {
     }
 
     /// Applies `op` with `events`, without the GIL.
-    fn ctl(&self, py: Python<'_>, op: Op, events: i64) -> PyResult<()> {
-        let events = events_from_int(events)?;
+    fn ctl(&self, op: Op, arg: &Bound<'_, PyAny>) -> PyResult<()> {
+        let events = events_arg(arg)?;
         let fd = self.open_fd()?;
-        py.detach(move || fd.ctl(op, events)).map_err(vpoll_error)
+        arg.py()
+            .detach(move || fd.ctl(op, events))
+            .map_err(vpoll_error)
     }
 }
 
@@ -70,9 +76,16 @@ impl Vpoll {
 impl Vpoll {
     /// Creates a vpoll fd with `events` set, served by `backend` (None: the best one).
     #[new]
-    #[pyo3(signature = (events = 0, backend = None))]
-    fn new(py: Python<'_>, events: i64, backend: Option<&str>) -> PyResult<Self> {
-        let events = events_from_int(events)?;
+    #[pyo3(signature = (events = None, backend = None))]
+    fn new(
+        py: Python<'_>,
+        events: Option<&Bound<'_, PyAny>>,
+        backend: Option<&str>,
+    ) -> PyResult<Self> {
+        let events = match events {
+            Some(e) => events_arg(e)?,
+            None => Events::empty(),
+        };
         let mut builder = Builder::new().events(events);
         if let Some(name) = backend {
             let backend: Backend = name.parse().map_err(vpoll_error)?;
@@ -92,18 +105,18 @@ impl Vpoll {
     }
 
     /// Sets `events` in addition to those already set.
-    fn add(&self, py: Python<'_>, events: i64) -> PyResult<()> {
-        self.ctl(py, Op::Add, events)
+    fn add(&self, events: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.ctl(Op::Add, events)
     }
 
     /// Clears `events`.
-    fn delete(&self, py: Python<'_>, events: i64) -> PyResult<()> {
-        self.ctl(py, Op::Del, events)
+    fn delete(&self, events: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.ctl(Op::Del, events)
     }
 
     /// Replaces the whole mask with `events`.
-    fn set(&self, py: Python<'_>, events: i64) -> PyResult<()> {
-        self.ctl(py, Op::Set, events)
+    fn set(&self, events: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.ctl(Op::Set, events)
     }
 
     /// The events poll(2) reports for the fd now, as an int of EPOLL* bits.
