@@ -12,6 +12,8 @@
 //! assert_eq!(s.median(), 2.0);
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod echo;
 pub mod measure;
 pub mod memory;

@@ -1,4 +1,4 @@
-//! The scenarios of DESIGN §7, each producing report rows (ours vs peer, same run).
+//! The bench scenarios, each producing report rows (ours vs peer, same run).
 
 use crate::echo::{self, Server};
 use crate::measure::{Samples, alternate};
@@ -183,17 +183,17 @@ pub fn wake(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// Starts `greenfd serve` (from `exe`) with `mode` on a free port.
-fn spawn_greenfd_serve(exe: &Path, mode: &str) -> io::Result<(ChildGuard, SocketAddr)> {
+/// Starts `greenfd serve` (the binary at `greenfd`) with `mode` on a free port.
+fn spawn_greenfd_serve(greenfd: &Path, mode: &str) -> io::Result<(ChildGuard, SocketAddr)> {
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(greenfd);
     cmd.args(["serve", mode, "--addr", &addr.to_string()]);
     Ok((ChildGuard::spawn_listening(cmd, addr)?, addr))
 }
 
 /// redis-benchmark (-c 50; PING, SET, GET; -P 1 and -P 16) against `greenfd serve
 /// --resp` and a single-threaded redis-server, both placements.
-pub fn resp(exe: &Path, plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
+pub fn resp(greenfd: &Path, plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
     for tool in ["redis-server", "redis-benchmark"] {
         if !have(tool) {
             return Err(io::Error::new(
@@ -222,7 +222,7 @@ pub fn resp(exe: &Path, plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Ro
             for round in 0..plan.reps {
                 for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
                     let (server, addr) = if side == 0 {
-                        spawn_greenfd_serve(exe, "--resp")?
+                        spawn_greenfd_serve(greenfd, "--resp")?
                     } else {
                         resp::spawn_redis_server()?
                     };
@@ -252,18 +252,23 @@ pub fn resp(exe: &Path, plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Ro
 }
 
 /// Server RSS holding many idle connections: `greenfd serve --echo` vs the tokio echo
-/// peer (`greenfd bench-peer tokio-echo`), each in its own process.
-pub fn memory(exe: &Path, plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
+/// peer (`bench_exe peer tokio-echo`, i.e. `greenfd-bench peer`), each in its own process.
+pub fn memory(
+    greenfd: &Path,
+    bench_exe: &Path,
+    plan: Plan,
+    progress: Progress<'_>,
+) -> io::Result<Vec<Row>> {
     let limit = memory::raise_nofile()?;
     let conns = if plan.quick { 1000 } else { 10_000 }.min(limit.saturating_sub(100) as usize);
     let rss = |peer: bool| -> io::Result<f64> {
         let (server, addr) = if peer {
             let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-            let mut cmd = Command::new(exe);
-            cmd.args(["bench-peer", "tokio-echo", "--addr", &addr.to_string()]);
+            let mut cmd = Command::new(bench_exe);
+            cmd.args(["peer", "tokio-echo", "--addr", &addr.to_string()]);
             (ChildGuard::spawn_listening(cmd, addr)?, addr)
         } else {
-            spawn_greenfd_serve(exe, "--echo")?
+            spawn_greenfd_serve(greenfd, "--echo")?
         };
         Ok(memory::idle_rss_kib(&server, addr, conns)? as f64 / 1024.0)
     };

@@ -29,7 +29,7 @@ struct Compare {
     goal: Goal,
 }
 
-/// The comparisons `greenfd bench vpoll` reports (rows whose probes did not run, for
+/// The comparisons `greenfd-bench vpoll` reports (rows whose probes did not run, for
 /// unavailable backends, are left out).
 const VPOLL_COMPARE: [Compare; 12] = [
     Compare {

@@ -1,13 +1,14 @@
 //! `greenfd`: make any file descriptor cooperative, and make anything a file descriptor.
 //!
 //! One binary shows the toolkit: `demo` (vpoll fork scenario), `serve` (TCP/RESP engine),
-//! `tap` (TAP devices answering ARP and ping), `bench` (side-by-side figures), `probe`
-//! (which vpoll backends work here).
+//! `tap` (TAP devices answering ARP and ping), `probe` (which vpoll backends work here).
+//! Side-by-side figures against peers come from a separate binary, `greenfd-bench`, so
+//! this one links product crates only.
 
-mod bench;
 mod demo;
 mod probe;
 mod serve;
+mod signals;
 mod tap;
 
 use clap::{Parser, Subcommand};
@@ -37,22 +38,6 @@ enum Command {
     Serve(serve::Args),
     /// Serve TAP devices that answer ARP and ICMP echo, one task per device.
     Tap(tap::Args),
-    /// Measure greenfd against its peers side by side and report ratios.
-    Bench(bench::Args),
-    /// Serve a bench peer (the tokio echo server) in this process; used by `bench memory`.
-    #[command(hide = true)]
-    BenchPeer(BenchPeerArgs),
-}
-
-/// Options of the hidden `greenfd bench-peer`.
-#[derive(clap::Args)]
-struct BenchPeerArgs {
-    /// Which peer: `tokio-echo`.
-    #[arg(value_parser = ["tokio-echo"])]
-    peer: String,
-    /// Address to listen on.
-    #[arg(long)]
-    addr: std::net::SocketAddr,
 }
 
 fn main() -> ExitCode {
@@ -71,10 +56,6 @@ fn main() -> ExitCode {
         Command::Probe(a) => probe::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Tap(a) => tap::run(a),
-        Command::Bench(a) => bench::run(a),
-        Command::BenchPeer(a) => greenfd_bench::memory::raise_nofile()
-            .and_then(|_| greenfd_bench::echo::serve_tokio_echo(a.addr))
-            .map_err(|e| format!("bench-peer {}: {e}", a.peer).into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

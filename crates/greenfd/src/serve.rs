@@ -1,15 +1,15 @@
 //! `greenfd serve`: the engine as a server — the Redis protocol, echo, or lines.
 //!
-//! SIGINT and SIGTERM are blocked in every thread and read from a `signalfd` by the
-//! main thread, which then shuts the engines down and exits with status 0: no signal
-//! handler runs inside the loops, and no reply in flight is torn in half by a signal.
+//! SIGINT and SIGTERM are read from a `signalfd` (see [`crate::signals`]) by the main
+//! thread, which then shuts the engines down and exits with status 0.
 
 use crate::CliResult;
+use crate::signals::{read_signal, stop_signal_fd};
 use greenfd_engine::resp_server::{Db, RespServer};
 use greenfd_engine::{Config, Echo, Group, Lines, Raw, Resp};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 /// Options of `greenfd serve`.
 #[derive(clap::Args)]
@@ -40,34 +40,6 @@ pub struct Args {
     busy_poll_us: u64,
 }
 
-/// The signals that stop the server.
-const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
-
-/// Blocks SIGINT/SIGTERM in this thread (and every thread it spawns later) and returns
-/// a signalfd that reads them.
-fn block_stop_signals() -> std::io::Result<OwnedFd> {
-    // SAFETY: `sigset_t` is plain data; sigemptyset initialises it before any use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable sigset_t.
-    unsafe { libc::sigemptyset(&mut set) };
-    for sig in STOP_SIGNALS {
-        // SAFETY: `set` is initialised and `sig` is a valid signal number.
-        unsafe { libc::sigaddset(&mut set, sig) };
-    }
-    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(rc));
-    }
-    // SAFETY: -1 asks for a new signalfd; `set` is initialised.
-    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: signalfd returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// Waits until a stop signal arrives (returns its number) or an engine stops on its own.
 fn wait_for_stop(signals: &OwnedFd, group: &Group) -> std::io::Result<Option<u32>> {
     loop {
@@ -86,15 +58,11 @@ fn wait_for_stop(signals: &OwnedFd, group: &Group) -> std::io::Result<Option<u32
                     return Ok(None);
                 }
             }
-            Ok(_) => {
-                let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-                let n = rustix::io::read(signals.as_fd(), &mut info)?;
-                if n >= 4 {
-                    return Ok(Some(u32::from_ne_bytes([
-                        info[0], info[1], info[2], info[3],
-                    ])));
-                }
-            }
+            Ok(_) => match read_signal(signals.as_fd()) {
+                Ok(signo) => return Ok(Some(signo)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            },
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
@@ -120,7 +88,7 @@ fn raise_fd_limit() {
 /// Runs `greenfd serve`.
 pub fn run(args: Args) -> CliResult {
     raise_fd_limit();
-    let signals = block_stop_signals()?;
+    let signals = stop_signal_fd()?;
     let config = Config {
         max_output: args.max_output,
         busy_poll: std::time::Duration::from_micros(args.busy_poll_us),

@@ -12,10 +12,11 @@
 //! end the program cleanly (the interfaces vanish with their fds).
 
 use crate::CliResult;
+use crate::signals::{read_signal, stop_signal_fd};
 use greenfd_rt::{Async, Tap, TunError, block_on, sleep, spawn};
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::process::Command;
 use std::time::Duration;
 
@@ -140,36 +141,10 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Blocks SIGINT and SIGTERM for this thread (and threads started later) and returns a
-/// signalfd that reports them.
-fn signal_fd() -> std::io::Result<OwnedFd> {
-    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t; the signal numbers are valid.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-    }
-    // SAFETY: `set` is initialised; the old mask is not needed.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(rc));
-    }
-    // SAFETY: -1 asks for a new signalfd for the initialised `set`.
-    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    tracing::trace!(fd, "signalfd");
-    // SAFETY: signalfd returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// Runs `greenfd tap`.
 pub fn run(args: Args) -> CliResult {
     let plans = plan(&args)?;
-    let signals = signal_fd()?;
+    let signals = stop_signal_fd()?;
     block_on(async move {
         let signals = Async::new(signals)?;
         let mut devices = Vec::new();
@@ -225,15 +200,7 @@ pub fn run(args: Args) -> CliResult {
             })
             .collect();
         // Wait for SIGINT/SIGTERM on the same loop as the devices.
-        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-        let n = signals
-            .read_with(|fd| rustix::io::read(fd, &mut info).map_err(std::io::Error::from))
-            .await?;
-        let signo = if n == info.len() {
-            u32::from_ne_bytes([info[0], info[1], info[2], info[3]])
-        } else {
-            0
-        };
+        let signo = signals.read_with(|fd| read_signal(fd.as_fd())).await?;
         tracing::info!(signo, "signal received, shutting down");
         for t in &tasks {
             t.cancel();

@@ -257,10 +257,8 @@ mod tests {
             Some(libc::EBADF)
         );
         // SAFETY: F_GETFD on a number we own.
-        assert!(
-            unsafe { libc::fcntl(w, libc::F_GETFD) } >= 0,
-            "fd was closed"
-        );
+        let flags = unsafe { libc::fcntl(w, libc::F_GETFD) };
+        assert!(flags >= 0, "fd was closed");
         // SAFETY: both are open pipe ends this test owns.
         drop(unsafe { (OwnedFd::from_raw_fd(r), OwnedFd::from_raw_fd(w)) });
     }

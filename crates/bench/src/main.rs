@@ -1,13 +1,17 @@
-//! `greenfd bench`: greenfd measured side by side with its peers, as ratios.
+//! `greenfd-bench`: greenfd measured side by side with its peers, as ratios.
 //!
 //! This machine is shared and noisy: absolute figures drift by tens of percent between
 //! runs, ratios measured in the same run much less. So every figure is a ratio against
 //! a peer measured in the same process run, alternating, repeated, reported as the
 //! median with its spread. Anything that crosses threads is measured unpinned and with
-//! every thread on one CPU. The machinery and the peers live in the `greenfd-bench`
-//! crate; this module picks scenarios and writes the report.
+//! every thread on one CPU. The machinery and the peers live in the library of this
+//! crate; this binary picks scenarios and writes the report. It is its own binary so
+//! that the product, `greenfd`, links no peer (tokio, mio): the scenarios that measure
+//! the product's server run the `greenfd` binary itself, found beside this one.
 
-use crate::CliResult;
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
 use greenfd_bench::report::{self, Row};
 use greenfd_bench::scenarios::{self, Plan};
 use std::io::Write;
@@ -17,13 +21,13 @@ use std::time::Instant;
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
-    /// vpoll cycle and create+close per backend vs the eventfd/socketpair/thread floors (DESIGN §2).
+    /// vpoll cycle and create+close per backend vs the eventfd/socketpair/thread floors.
     Vpoll,
     /// Echo ping-pong, 64 B: 1 connection vs tokio and raw mio, many connections vs tokio.
     Echo,
     /// Cross-thread wake → task runs, vs tokio.
     Wake,
-    /// redis-benchmark against `greenfd serve --resp` and redis-server (-P 1 and -P 16).
+    /// redis-benchmark against `greenfd serve --resp` and redis-server.
     Resp,
     /// Server RSS holding many idle connections, vs tokio.
     Memory,
@@ -31,12 +35,46 @@ pub enum Scenario {
     All,
 }
 
-/// Options of `greenfd bench`.
+/// Errors reported to the user before exiting with status 1.
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+#[derive(Parser)]
+#[command(name = "greenfd-bench", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a bench peer (the tokio echo server) in this process; used by `memory`.
+    #[command(hide = true)]
+    Peer(PeerArgs),
+}
+
+/// Options of the hidden `greenfd-bench peer`.
 #[derive(clap::Args)]
-pub struct Args {
+struct PeerArgs {
+    /// Which peer: `tokio-echo`.
+    #[arg(value_parser = ["tokio-echo"])]
+    peer: String,
+    /// Address to listen on.
+    #[arg(long)]
+    addr: std::net::SocketAddr,
+}
+
+/// Options of a measuring run.
+#[derive(clap::Args)]
+struct Args {
     /// The scenario to measure.
     #[arg(value_enum, default_value = "all")]
     scenario: Scenario,
+    /// The `greenfd` binary whose `serve` the resp and memory scenarios measure
+    /// [default: `greenfd` beside this binary, e.g. target/release/greenfd].
+    #[arg(long, value_name = "PATH")]
+    greenfd: Option<PathBuf>,
     /// A short smoke run (well under a minute for `all`): fewer, shorter samples.
     #[arg(long)]
     quick: bool,
@@ -48,10 +86,52 @@ pub struct Args {
     svg: PathBuf,
 }
 
-/// Runs `greenfd bench`.
-pub fn run(args: Args) -> CliResult {
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Peer(a)) => greenfd_bench::memory::raise_nofile()
+            .and_then(|_| greenfd_bench::echo::serve_tokio_echo(a.addr))
+            .map_err(|e| format!("peer {}: {e}", a.peer).into()),
+        None => run(cli.args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("greenfd-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `greenfd` binary to measure: `--greenfd`, else the one beside this binary.
+fn greenfd_binary(given: Option<PathBuf>, exe: &std::path::Path) -> Result<PathBuf, String> {
+    let path = match given {
+        Some(p) => p,
+        None => exe.with_file_name("greenfd"),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found: build it first (`cargo build --release -p greenfd`) or pass --greenfd PATH",
+            path.display()
+        ))
+    }
+}
+
+/// Runs the chosen scenarios and writes the report.
+fn run(args: Args) -> CliResult {
     let plan = Plan::new(args.quick);
     let exe = std::env::current_exe()?;
+    let needs_greenfd = matches!(
+        args.scenario,
+        Scenario::Resp | Scenario::Memory | Scenario::All
+    );
+    let greenfd = if needs_greenfd {
+        greenfd_binary(args.greenfd.clone(), &exe)?
+    } else {
+        PathBuf::new()
+    };
     let started = Instant::now();
     let progress = |what: &str| {
         eprintln!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
@@ -76,10 +156,13 @@ pub fn run(args: Args) -> CliResult {
         measure(Scenario::Wake, scenarios::wake(plan, &progress));
     }
     if wanted(Scenario::Resp) {
-        measure(Scenario::Resp, scenarios::resp(&exe, plan, &progress));
+        measure(Scenario::Resp, scenarios::resp(&greenfd, plan, &progress));
     }
     if wanted(Scenario::Memory) {
-        measure(Scenario::Memory, scenarios::memory(&exe, plan, &progress));
+        measure(
+            Scenario::Memory,
+            scenarios::memory(&greenfd, &exe, plan, &progress),
+        );
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", report::table(&rows))?;

@@ -1,4 +1,4 @@
-//! `greenfd bench all --quick` as a smoke test: every scenario runs against its peer
+//! `greenfd-bench all --quick` as a smoke test: every scenario runs against its peer
 //! and lands in the table, the JSON report and the SVG chart. No ratio is asserted:
 //! this is a debug build on a shared machine; figures belong to release runs.
 
@@ -16,8 +16,21 @@ fn bench_all_quick_reports_every_scenario() {
     let dir = std::env::temp_dir().join(format!("greenfd-bench-smoke-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (json, svg) = (dir.join("bench-report.json"), dir.join("bench-report.svg"));
-    let out = Command::new(env!("CARGO_BIN_EXE_greenfd"))
-        .args(["bench", "all", "--quick", "--json"])
+    // The resp and memory scenarios measure the product binary, built beside this one
+    // by `cargo test --workspace` (the package cannot depend on another's binary).
+    let bench = std::path::Path::new(env!("CARGO_BIN_EXE_greenfd-bench"));
+    let greenfd = bench.with_file_name("greenfd");
+    if !greenfd.is_file() {
+        eprintln!(
+            "skipped: {} not built (run `cargo build -p greenfd` or the workspace tests)",
+            greenfd.display()
+        );
+        return;
+    }
+    let out = Command::new(bench)
+        .args(["all", "--quick", "--greenfd"])
+        .arg(&greenfd)
+        .arg("--json")
         .arg(&json)
         .arg("--svg")
         .arg(&svg)
