@@ -9,6 +9,8 @@
 //! Every call that may wait on the kernel (a FUSE round trip, a device read) runs with
 //! the GIL released. The package's Python part (`greenfd/__init__.py`) re-exports these.
 
+#![forbid(unsafe_code)]
+
 mod device;
 mod error;
 mod probe;
