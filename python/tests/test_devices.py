@@ -65,3 +65,17 @@ def test_unprivileged_device_creation_is_permission_error() -> None:
     """, prefix=netns_prefix())
     child_ok(done)
     assert done.stdout.startswith("PermissionError"), done.stdout
+
+
+def test_eventlet_control_a_blocking_read_freezes_the_other_device() -> None:
+    """The scenario tells the difference: with the original bug (a plain blocking read in
+    gtap1's green thread) the ping through gtap0 goes unanswered."""
+    if importlib.util.find_spec("eventlet") is None:
+        pytest.skip("eventlet not installed (pip install eventlet)")
+    prefix = netns_prefix()
+    need_ping()
+    done = run_script("eventlet_two_taps.py", "--control-blocking-read", prefix=prefix,
+                      timeout=120)
+    print(done.stdout)
+    child_ok(done)
+    assert "control: ping via gtap0 unanswered" in done.stdout

@@ -12,11 +12,21 @@ with ``TapDevice.recv``. A ping through gtap0 must be answered
 Exit status 0 and a final "ok" line when all of that held; the counts of replies each
 thread sent are printed. No timing is asserted: pings have a deadline only so a broken
 run ends.
+
+``--control-blocking-read`` runs the original bug instead, to show the scenario tells
+the difference: gtap1's green thread calls the plain, blocking ``os.read`` on a
+blocking fd, which freezes eventlet's hub, so the ping through gtap0 goes unanswered.
+An OS thread (outside the hub) runs that ping, then unfreezes the hub by making gtap1
+readable (a ping through it). It prints "control: ping via gtap0 unanswered" and exits 0
+when the freeze happened.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import threading
 
 import eventlet
 from eventlet import event, hubs
@@ -133,5 +143,41 @@ def main() -> int:
     return 0
 
 
+def control_blocking_read() -> int:
+    """The original bug: one blocking read freezes every green thread (see module doc)."""
+    netpeer.quiet_ipv6()
+    devices = {}
+    for name, (address, _, _) in DEVICES.items():
+        devices[name] = greenfd.TapDevice(name)
+        netpeer.configure(name, address)
+    eventlet.spawn(serve_with_green_read, devices["gtap0"])
+    eventlet.sleep(0)
+    gtap1 = devices["gtap1"].fileno()
+    os.set_blocking(gtap1, True)
+    outcome: dict[str, int] = {}
+
+    def outside_the_hub() -> None:
+        _, peer0, _ = DEVICES["gtap0"]
+        argv = ["ping", "-n", "-q", "-c", "1", "-w", "3", "-I", "gtap0", peer0]
+        outcome["gtap0"] = subprocess.run(argv, capture_output=True).returncode
+        _, peer1, _ = DEVICES["gtap1"]
+        argv = ["ping", "-n", "-q", "-c", "1", "-w", "1", "-I", "gtap1", peer1]
+        subprocess.run(argv, capture_output=True)  # its ARP request wakes the read
+
+    helper = threading.Thread(target=outside_the_hub)
+    helper.start()
+    # The bug: gtap1's green thread reads with a blocking read.
+    eventlet.spawn(os.read, gtap1, 65600).wait()
+    helper.join()
+    if outcome["gtap0"] == 0:
+        print(f"FAIL: control: ping via gtap0 was answered despite the frozen hub: {replies}")
+        return 1
+    print(f"control: ping via gtap0 unanswered (ping exited {outcome['gtap0']}); "
+          f"replies {replies}")
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--control-blocking-read"]:
+        sys.exit(control_blocking_read())
     sys.exit(main())
