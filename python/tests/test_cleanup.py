@@ -137,3 +137,55 @@ def test_bad_device_names(name: str) -> None:
             cls(name)
         assert_invalid(exc)
         assert "invalid interface name" in str(exc.value)
+
+
+def test_close_while_other_threads_use_it() -> None:
+    """Threads hammering add/delete see ValueError once another thread closed the Vpoll;
+    nothing crashes and every thread ends."""
+    import threading
+
+    v = greenfd.Vpoll()
+    outcomes: list[str] = []
+    started = threading.Barrier(5)
+
+    def hammer() -> None:
+        started.wait()
+        try:
+            while True:
+                v.add(greenfd.IN)
+                v.delete(greenfd.IN)
+        except ValueError as e:
+            outcomes.append(str(e))
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    started.wait()
+    v.close()
+    for t in threads:
+        t.join(60)
+        assert not t.is_alive()
+    assert outcomes == ["I/O operation on closed Vpoll"] * 4
+
+
+def test_backend_forced_by_environment() -> None:
+    done = run_python("""
+        import greenfd
+        picked = [a.name for a in greenfd.probe() if a.selected]
+        with greenfd.Vpoll() as v:
+            print(picked, v.backend)
+    """, env={"GREENFD_VPOLL_BACKEND": "emulated"})
+    child_ok(done)
+    assert done.stdout.strip() == "['emulated'] emulated"
+    done = run_python("""
+        import errno, greenfd
+        try:
+            greenfd.Vpoll()
+        except OSError as e:
+            print(e.errno == errno.ENODEV, e)
+    """, env={"GREENFD_VPOLL_BACKEND": "kernel"})
+    child_ok(done)
+    if available_backends()["kernel"] is None:
+        pytest.skip("the kernel backend is available here, so forcing it succeeds")
+    assert done.stdout.startswith("True "), done.stdout
+    assert "vpoll backend kernel unavailable: " in done.stdout
