@@ -10,6 +10,7 @@ import traceback
 import pytest
 
 import greenfd
+from conftest import available_backends, child_ok, run_python
 
 #: Bound on every wait for the other process; reaching it fails the test.
 PATIENCE = 30.0
@@ -134,3 +135,34 @@ def test_forked_child_creates_its_own_vpoll() -> None:
         pid = fork_child(body)
         assert wait_child(pid) == 0
         assert v.events() == greenfd.IN
+
+
+
+def test_child_outliving_the_server_gets_an_error_not_a_hang() -> None:
+    """When the process serving the FUSE files exits, a forked child's ctl on an inherited
+    Vpoll fails with OSError (the connection is gone) instead of waiting forever."""
+    why = available_backends()["fuse"]
+    if why is not None:
+        pytest.skip(f"fuse backend unavailable here: {why}")
+    # The child keeps the captured stdout open, so run_python returns (within its
+    # timeout) only after the child has printed its outcome and exited.
+    done = run_python("""
+        import os, greenfd
+        v = greenfd.Vpoll(backend="fuse")
+        v.set(greenfd.OUT)
+        r, w = os.pipe()
+        if os.fork() == 0:
+            os.close(w)
+            os.read(r, 1)  # EOF: the parent, with its FUSE server, is gone
+            try:
+                v.add(greenfd.IN)
+                print("child: ctl succeeded", flush=True)
+            except OSError as e:
+                print(f"child: OSError errno={e.errno} {e}", flush=True)
+            os._exit(0)
+        print("parent: exiting", flush=True)
+        os._exit(0)
+    """, timeout=60)
+    child_ok(done)
+    assert "parent: exiting" in done.stdout
+    assert "child: OSError errno=" in done.stdout, done.stdout
