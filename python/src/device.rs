@@ -8,7 +8,7 @@
 //! which never block: `EAGAIN` is raised as `BlockingIOError`.
 
 use crate::error::{closed, invalid, io_error, os_error};
-use greenfd_rt::{Tap, Tun, TunError};
+use greenfd_rt::TunError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -66,14 +66,16 @@ impl Device {
         let opened = py.detach(move || {
             greenfd_rt::block_on(async move {
                 let (fd, name) = match (kind, multi_queue) {
-                    (Kind::Tap, false) => Tap::new(&name).map(|d| dup_named(&d, d.name())),
-                    (Kind::Tap, true) => {
-                        Tap::new_multi_queue(&name).map(|d| dup_named(&d, d.name()))
+                    (Kind::Tap, false) => {
+                        greenfd_rt::TapDevice::new(&name).map(|d| dup_named(&d, d.name()))
                     }
-                    (Kind::Tun, false) => Tun::new(&name).map(|d| dup_named(&d, d.name())),
-                    (Kind::Tun, true) => {
-                        Tun::new_multi_queue(&name).map(|d| dup_named(&d, d.name()))
+                    (Kind::Tap, true) => greenfd_rt::TapDevice::new_multi_queue(&name)
+                        .map(|d| dup_named(&d, d.name())),
+                    (Kind::Tun, false) => {
+                        greenfd_rt::TunDevice::new(&name).map(|d| dup_named(&d, d.name()))
                     }
+                    (Kind::Tun, true) => greenfd_rt::TunDevice::new_multi_queue(&name)
+                        .map(|d| dup_named(&d, d.name())),
                 }?;
                 let fd = fd.map_err(|source| TunError::Io {
                     name: name.clone(),

@@ -2,8 +2,8 @@
 //! `SO_REUSEPORT`, so the kernel spreads incoming connections across them and no lock
 //! or queue is shared between the loops.
 
-use crate::engine::{Config, Engine, EngineError, EngineHandle, Handler};
 use crate::framing::Framing;
+use crate::{Config, Engine, EngineError, EngineHandle, Handler};
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
 

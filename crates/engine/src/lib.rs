@@ -3,19 +3,23 @@
 //! Most people who reach for epoll want a server: accept, read, split the byte stream
 //! into messages, reply, and send from worker threads without locks on the hot path.
 //! Doing that well takes a handful of rules that are easy to get subtly wrong, and this
-//! crate keeps them in one loop you can read in one sitting ([`engine`](crate::Engine)):
+//! crate keeps them in one loop you can read in one sitting ([`Engine`]):
 //!
 //! - edge-triggered reads until the socket is drained, into one shared read buffer;
 //! - `EPOLLOUT` registered only while a connection has unsent output;
 //! - cross-thread sends through an MPSC queue plus an eventfd wake-up
 //!   ([`EngineHandle::send`] is `Send + Sync`), bounded per connection: past
 //!   [`Config::max_output`] it fails with [`SendError::Full`] instead of growing memory;
-//! - framing as a strategy ([`Framing`]: [`Lines`], [`LengthPrefixed`], [`Resp`],
-//!   [`Raw`]), each with a maximum frame size; an invalid frame drops that client only;
+//! - framing as a strategy ([`Framing`]: [`Lines`], [`LengthPrefixed`], [`Raw`], and
+//!   the Redis protocol in the `greenfd-resp` crate), each with a maximum frame size;
+//!   an invalid frame drops that client only;
 //! - `accept` under `EMFILE` pauses instead of spinning, and resumes when fds free up;
 //! - scale-out with `SO_REUSEPORT`: N engines on N threads ([`Group`]).
 //!
-//! [`resp_server`] is a small Redis-compatible server built on it.
+//! The source is laid out like redis' `ae.c` and `networking.c`: the loop itself
+//! (`event_loop.rs`), the I/O steps it calls (`steps.rs`: accept, read, flush, close), the
+//! connection table (`conn.rs`), the cross-thread handle (`handle.rs`) and the
+//! application's side (`handler.rs`).
 //!
 //! ```
 //! use greenfd_engine::{ConnId, Ctx, Engine, Framing, Handler, Lines};
@@ -49,29 +53,26 @@
 
 #![forbid(unsafe_code)]
 
-mod engine;
-pub mod framing;
+mod config;
+mod conn;
+mod error;
+mod event_loop;
+mod framing;
 mod group;
+mod handle;
+mod handler;
 mod outbuf;
-pub mod resp_server;
+mod state;
+mod steps;
 
-pub use engine::{
-    Config, ConnId, Ctx, DisconnectReason, Engine, EngineError, EngineHandle, Handler, SendError,
-    StatsSnapshot,
+pub use config::Config;
+pub use conn::ConnId;
+pub use error::{DisconnectReason, EngineError, SendError};
+pub use event_loop::Engine;
+pub use framing::{
+    DEFAULT_MAX_FRAME, FrameError, Framing, LengthPrefixed, Lines, Parsed, Prefix, Raw,
+    split_frames,
 };
-pub use framing::{FrameError, Framing, LengthPrefixed, Lines, Parsed, Prefix, Raw, Resp};
 pub use group::Group;
-
-/// Sends every frame back unchanged (the `echo` and `lines` modes of `greenfd serve`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Echo;
-
-impl Handler for Echo {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, frame: &[u8]) {
-        if let Err(e) = ctx.send(frame) {
-            // The peer is not reading its echoes: drop it rather than buffer forever.
-            tracing::debug!(id = %id, error = %e, "echo does not fit; closing");
-            ctx.close();
-        }
-    }
-}
+pub use handle::{EngineHandle, StatsSnapshot};
+pub use handler::{Ctx, Echo, Handler};

@@ -5,8 +5,8 @@
 
 use crate::CliResult;
 use crate::signals::{read_signal, stop_signal_fd};
-use greenfd_engine::resp_server::{Db, RespServer};
-use greenfd_engine::{Config, Echo, Group, Lines, Raw, Resp};
+use greenfd_engine::{Config, Echo, Group, Lines, Raw};
+use greenfd_resp::{Db, Resp, RespServer};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};

@@ -204,7 +204,7 @@ fn emfile_child() {
     let reg = reactor.register(b.as_fd()).unwrap();
     let queue = greenfd_taps::EventQueue::new().unwrap();
     let source = greenfd_taps::Source::new(Events::empty());
-    let tap = source.tap(&queue, Events::IN, 9).unwrap();
+    let tap = source.subscribe(&queue, Events::IN, 9).unwrap();
 
     let limit = open_fds().unwrap() as u64 + 8;
     assert_eq!(set_nofile(limit).unwrap(), limit);
@@ -1254,9 +1254,9 @@ fn tap_deleted_while_read_ends_only_its_reader() {
             return;
         }
         greenfd_rt::block_on(async {
-            use greenfd_rt::{Tap, TunError, spawn, timeout};
-            let doomed = Tap::new("rel-doomed").unwrap();
-            let alive = Tap::new("rel-alive").unwrap();
+            use greenfd_rt::{TapDevice, TunError, spawn, timeout};
+            let doomed = TapDevice::new("rel-doomed").unwrap();
+            let alive = TapDevice::new("rel-alive").unwrap();
             ip(&["link", "set", "dev", "rel-doomed", "up"]);
             let doomed_reader = spawn(async move {
                 let mut buf = [0u8; 2048];

@@ -6,10 +6,9 @@
 mod common;
 use common::{PATIENCE, Running};
 
-use greenfd_engine::framing::{command_args, split_frames};
-use greenfd_engine::resp_server::{Db, RespServer, execute};
-use greenfd_engine::{Echo, FrameError, Framing, LengthPrefixed, Lines, Parsed, Raw, Resp};
+use greenfd_engine::{Echo, FrameError, Framing, LengthPrefixed, Lines, Parsed, Raw, split_frames};
 use greenfd_reliability::{Rng, corpus, is_child, seed, tagged_lines};
+use greenfd_resp::{Db, Resp, RespServer, command_args, execute};
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! TUN devices through the rt API, in a private network namespace of the test thread:
 //! packets both ways, multi-queue, and a clear error when the device vanishes.
 
-use greenfd_rt::{Async, Tap, Tun, TunError, block_on, timeout};
+use greenfd_rt::{Async, TapDevice, TunDevice, TunError, block_on, timeout};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
@@ -72,10 +72,10 @@ fn tun_packets_both_ways_then_a_clear_error_when_it_vanishes() {
     }
     block_on(async {
         assert!(matches!(
-            Tun::new("a-name-that-is-too-long"),
+            TunDevice::new("a-name-that-is-too-long"),
             Err(TunError::InvalidName(_))
         ));
-        let tun = Tun::new("gtun0").unwrap();
+        let tun = TunDevice::new("gtun0").unwrap();
         assert_eq!(tun.name(), "gtun0");
         ip(&["addr", "add", "10.78.0.1/24", "dev", "gtun0"]);
         ip(&["link", "set", "dev", "gtun0", "up"]);
@@ -147,11 +147,14 @@ fn multi_queue_tap_opens_several_queues_of_one_interface() {
         return;
     }
     block_on(async {
-        let q0 = Tap::new_multi_queue("gmq0").unwrap();
-        let q1 = Tap::new_multi_queue("gmq0").unwrap();
+        let q0 = TapDevice::new_multi_queue("gmq0").unwrap();
+        let q1 = TapDevice::new_multi_queue("gmq0").unwrap();
         assert_eq!((q0.name(), q1.name()), ("gmq0", "gmq0"));
         // A single-queue open of the same interface is refused: the flags differ.
-        assert!(matches!(Tap::new("gmq0"), Err(TunError::Create { .. })));
+        assert!(matches!(
+            TapDevice::new("gmq0"),
+            Err(TunError::Create { .. })
+        ));
     })
     .unwrap();
 }

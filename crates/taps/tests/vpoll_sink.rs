@@ -115,7 +115,7 @@ fn follows_level(backend: Backend) {
     }
     assert!(epoll_flags(&ep, Duration::ZERO).contains(epoll::EventFlags::HUP));
     assert!(sink.take_error().is_none());
-    assert!(sink.tap().is_detached());
+    assert!(sink.subscription().is_detached());
 }
 
 /// Racing firers on one source: once they finish, the fd shows the source's final level

@@ -1,0 +1,47 @@
+//! The tunables of one engine.
+
+use std::time::Duration;
+
+/// Tunables of one engine.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Most bytes queued for one connection (replies and cross-thread sends not yet
+    /// accepted by the kernel). The engine stops reading a connection's requests while
+    /// more than half of this is queued, so the replies to one frame should fit in the
+    /// other half; a reply that does not fit fails with [`SendError::Full`].
+    pub max_output: usize,
+    /// Most simultaneous connections; accepting pauses at this count.
+    pub max_connections: usize,
+    /// Set `SO_REUSEPORT` so several engines can share one port.
+    pub reuse_port: bool,
+    /// `listen(2)` backlog.
+    pub backlog: i32,
+    /// Size of the shared read buffer.
+    pub read_buffer: usize,
+    /// Most events taken from one `epoll_wait`.
+    pub events: usize,
+    /// Set `TCP_NODELAY` on accepted connections (request/response latency).
+    pub nodelay: bool,
+    /// While accepting is paused for lack of fds, how often to retry.
+    pub accept_retry: Duration,
+    /// Opt-in spin-before-park: poll without blocking for up to this long before
+    /// `epoll_wait` sleeps (zero, the default, never spins). Trades a CPU for latency
+    /// where a wake-up is expensive (cross-CPU in a VM: ~25 µs).
+    pub busy_poll: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_output: 4 << 20,
+            max_connections: 16 * 1024,
+            reuse_port: false,
+            backlog: 1024,
+            read_buffer: 64 * 1024,
+            events: 256,
+            nodelay: true,
+            accept_retry: Duration::from_millis(100),
+            busy_poll: Duration::ZERO,
+        }
+    }
+}
