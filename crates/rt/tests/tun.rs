@@ -3,37 +3,9 @@
 
 use greenfd_rt::{Async, TapDevice, TunDevice, TunError, block_on, timeout};
 use std::net::{Ipv4Addr, UdpSocket};
-use std::process::Command;
 use std::time::Duration;
 
-/// Moves the calling thread (only) into a fresh network namespace; `Err` says why not.
-/// Processes it spawns (`ip`) and sockets it creates live there too; the namespace goes
-/// away with the thread.
-fn private_netns() -> Result<(), String> {
-    if !rustix::process::geteuid().is_root() {
-        return Err("not root".into());
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        return Err("no /dev/net/tun".into());
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Err("`ip` missing (apt-get install iproute2)".into());
-    }
-    // SAFETY: only CLONE_NEWNET: it changes this thread's network namespace and shares
-    // nothing less (no fd table or fs-state split that other threads could observe).
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
-        .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))
-}
-
-/// Runs `ip ARGS` and checks it worked.
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use greenfd_test_support::{ip, private_netns};
 
 /// The Internet checksum.
 fn checksum(data: &[u8]) -> u16 {

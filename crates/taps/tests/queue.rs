@@ -9,6 +9,8 @@ use rustix::time::Timespec;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
+use greenfd_test_support::epoll_on;
+
 /// Safety-net timeout: a bug fails the test instead of hanging it.
 const NET: Duration = Duration::from_secs(20);
 
@@ -32,25 +34,12 @@ fn readable_now(fd: BorrowedFd<'_>) -> bool {
     rustix::event::poll(&mut fds, Some(&zero)).expect("poll") == 1
 }
 
-/// An epoll instance watching `fd` for IN, level-triggered, with `data` as its token.
-fn epoll_on(fd: BorrowedFd<'_>, data: u64) -> std::os::fd::OwnedFd {
-    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll_create");
-    epoll::add(
-        &ep,
-        fd,
-        epoll::EventData::new_u64(data),
-        epoll::EventFlags::IN,
-    )
-    .expect("epoll_ctl add");
-    ep
-}
-
 /// `epoll_wait` with `timeout`; returns the tokens reported.
 fn epoll_tokens(ep: &std::os::fd::OwnedFd, timeout: Duration) -> Vec<u64> {
-    let mut events = Vec::with_capacity(8);
-    let ts = Timespec::try_from(timeout).expect("timespec");
-    epoll::wait(ep, rustix::buffer::spare_capacity(&mut events), Some(&ts)).expect("epoll_wait");
-    events.iter().map(|e| e.data.u64()).collect()
+    greenfd_test_support::epoll_wait(ep, timeout)
+        .into_iter()
+        .map(|(data, _)| data)
+        .collect()
 }
 
 #[test]
@@ -253,7 +242,7 @@ fn raw_epoll_waits_on_the_queue_fd() {
     let src = Source::new(Events::empty());
     let q = EventQueue::new().unwrap();
     let _tap = src.subscribe(&q, Events::IN, 77).unwrap();
-    let ep = epoll_on(q.as_fd(), 0xfeed);
+    let ep = epoll_on(q.as_fd(), 0xfeed, epoll::EventFlags::IN);
     assert!(epoll_tokens(&ep, Duration::ZERO).is_empty());
     std::thread::scope(|s| {
         s.spawn(|| src.add(Events::IN));
@@ -286,7 +275,7 @@ fn vpoll_backed_queue_is_pollable_too() {
         .build()
         .unwrap();
     let _tap = src.subscribe(&q, Events::OUT, 8).unwrap();
-    let ep = epoll_on(q.as_fd(), 8);
+    let ep = epoll_on(q.as_fd(), 8, epoll::EventFlags::IN);
     assert!(epoll_tokens(&ep, Duration::ZERO).is_empty());
     std::thread::scope(|s| {
         s.spawn(|| src.add(Events::OUT));
