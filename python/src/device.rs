@@ -251,7 +251,7 @@ macro_rules! device_class {
             }
 
             /// Reads one packet (at most `bufsize` bytes); raises BlockingIOError if none is queued.
-            #[pyo3(signature = (bufsize = DEFAULT_RECV as i64))]
+            #[pyo3(signature = (bufsize = DEFAULT_RECV as i64), text_signature = "(self, /, bufsize=65600)")]
             fn recv<'py>(&self, py: Python<'py>, bufsize: i64) -> PyResult<Bound<'py, PyBytes>> {
                 self.dev.recv(py, bufsize)
             }

@@ -76,7 +76,7 @@ impl Vpoll {
 impl Vpoll {
     /// Creates a vpoll fd with `events` set, served by `backend` (None: the best one).
     #[new]
-    #[pyo3(signature = (events = None, backend = None))]
+    #[pyo3(signature = (events = None, backend = None), text_signature = "(events=0, backend=None)")]
     fn new(
         py: Python<'_>,
         events: Option<&Bound<'_, PyAny>>,
