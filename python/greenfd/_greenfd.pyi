@@ -23,6 +23,7 @@ ALL_EVENTS: int
 """IN | PRI | OUT | ERR | HUP | RDHUP."""
 
 BackendName = Literal["kernel", "device", "fuse", "emulated"]
+FuseRouteName = Literal["direct", "userns", "fusermount"]
 
 class InvalidArgument(OSError, ValueError):
     """A bad argument: an OSError with errno EINVAL that is also a ValueError."""
@@ -33,8 +34,15 @@ class Vpoll:
     Errors are OSError with an errno; bad arguments raise InvalidArgument.
     """
 
-    def __new__(cls, events: int = 0, backend: Optional[BackendName] = None) -> Self:
-        """Creates a vpoll fd with `events` set, served by `backend` (None: the best one)."""
+    def __new__(
+        cls,
+        events: int = 0,
+        backend: Optional[BackendName] = None,
+        *,
+        fuse_route: Optional[FuseRouteName] = None,
+    ) -> Self:
+        """Creates a vpoll fd with `events` set, served by `backend` (None: the best one);
+        `fuse_route` forces how the fuse backend mounts its filesystem."""
     def fileno(self) -> int:
         """The descriptor number, for select, poll, epoll and event loops."""
     def add(self, events: int) -> None:
@@ -48,6 +56,9 @@ class Vpoll:
     @property
     def backend(self) -> BackendName:
         """The backend serving this fd."""
+    @property
+    def fuse_route(self) -> Optional[FuseRouteName]:
+        """How the fuse filesystem serving this fd was mounted; None for other backends."""
     @property
     def closed(self) -> bool:
         """Whether close() was called."""
@@ -81,7 +92,8 @@ class Availability:
         """Whether Vpoll() with no backend argument would use it now."""
 
 def probe() -> list[Availability]:
-    """The vpoll backends in order of preference, with the reason for each unavailable one."""
+    """The vpoll backends, then the FUSE routes, in order of preference, with the reason
+    for each unavailable one and which one Vpoll() would use."""
 
 class _Device:
     """The shared interface of TapDevice and TunDevice."""

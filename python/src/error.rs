@@ -61,7 +61,9 @@ pub(crate) fn io_error(context: &str, e: &io::Error) -> PyErr {
 pub(crate) fn vpoll_error(e: greenfd_vpoll::Error) -> PyErr {
     use greenfd_vpoll::Error;
     match &e {
-        Error::Invalid(_) | Error::UnknownBackend(_) => invalid(e.to_string()),
+        Error::Invalid(_) | Error::UnknownBackend(_) | Error::UnknownRoute(_) => {
+            invalid(e.to_string())
+        }
         _ => os_error(e.raw_os_error(), e.to_string()),
     }
 }

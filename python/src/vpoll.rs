@@ -12,7 +12,7 @@
 //! and writes the control word to the fd instead, which the parent's server applies.
 
 use crate::error::{closed, invalid, vpoll_error};
-use greenfd_vpoll::{Backend, Builder, Events, Op, VpollFd};
+use greenfd_vpoll::{Backend, Builder, Events, FuseRoute, Op, VpollFd};
 use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 use std::os::fd::{AsRawFd, RawFd};
@@ -36,9 +36,11 @@ pub(crate) fn events_arg(value: &Bound<'_, PyAny>) -> PyResult<Events> {
 
 /// A file descriptor whose readiness is set by hand (a vpoll fd).
 ///
-/// `Vpoll(events=0, backend=None)` creates one with `events` set. `backend` is one of
-/// "kernel", "device", "fuse", "emulated", or None for the best available one (or the
-/// one `GREENFD_VPOLL_BACKEND` forces). Register `fileno()` with `select.epoll`,
+/// `Vpoll(events=0, backend=None, *, fuse_route=None)` creates one with `events` set.
+/// `backend` is one of "kernel", "device", "fuse", "emulated", or None for the best
+/// available one (or the one `GREENFD_VPOLL_BACKEND` forces). `fuse_route` ("direct",
+/// "userns", "fusermount") forces how the fuse backend mounts its filesystem, as
+/// `GREENFD_VPOLL_FUSE_ROUTE` does; it does not choose the backend. Register `fileno()` with `select.epoll`,
 /// `select.poll`, `select.select`, `selectors`, asyncio's `add_reader`, trio's
 /// `wait_readable` or eventlet's `trampoline`; `add`, `delete` and `set` change what they
 /// report. Errors are `OSError` with an errno; bad arguments raise
@@ -76,11 +78,15 @@ impl Vpoll {
 impl Vpoll {
     /// Creates a vpoll fd with `events` set, served by `backend` (None: the best one).
     #[new]
-    #[pyo3(signature = (events = None, backend = None), text_signature = "(events=0, backend=None)")]
+    #[pyo3(
+        signature = (events = None, backend = None, *, fuse_route = None),
+        text_signature = "(events=0, backend=None, *, fuse_route=None)"
+    )]
     fn new(
         py: Python<'_>,
         events: Option<&Bound<'_, PyAny>>,
         backend: Option<&str>,
+        fuse_route: Option<&str>,
     ) -> PyResult<Self> {
         let events = match events {
             Some(e) => events_arg(e)?,
@@ -90,6 +96,10 @@ impl Vpoll {
         if let Some(name) = backend {
             let backend: Backend = name.parse().map_err(vpoll_error)?;
             builder = builder.backend(backend);
+        }
+        if let Some(name) = fuse_route {
+            let route: FuseRoute = name.parse().map_err(vpoll_error)?;
+            builder = builder.fuse_route(route);
         }
         // Creation may mount the process's FUSE filesystem: no GIL meanwhile.
         let fd = py.detach(move || builder.build()).map_err(vpoll_error)?;
@@ -130,6 +140,13 @@ impl Vpoll {
     #[getter]
     fn backend(&self) -> &'static str {
         self.backend.name()
+    }
+
+    /// How the fuse backend's filesystem serving this fd was mounted ("direct", "userns",
+    /// "fusermount"); None for other backends.
+    #[getter]
+    fn fuse_route(&self) -> PyResult<Option<&'static str>> {
+        Ok(self.open_fd()?.fuse_route().map(FuseRoute::name))
     }
 
     /// Whether `close()` was called.

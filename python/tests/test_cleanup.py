@@ -89,6 +89,25 @@ def test_unknown_backend() -> None:
     assert "bogus" in str(exc.value)
 
 
+def test_unknown_fuse_route() -> None:
+    with pytest.raises(ValueError) as exc:
+        greenfd.Vpoll(backend="fuse", fuse_route="nfs")  # type: ignore[arg-type]
+    assert_invalid(exc)
+    assert "nfs" in str(exc.value)
+
+
+def test_fuse_route_names_the_route_in_use() -> None:
+    routes = [a for a in greenfd.probe() if a.kind == "fuse-route"]
+    assert [a.name for a in routes] == ["direct", "userns", "fusermount"]
+    with greenfd.Vpoll(backend="emulated") as v:
+        assert v.fuse_route is None
+    if available_backends()["fuse"] is not None:
+        pytest.skip(f"fuse backend unavailable here: {available_backends()['fuse']}")
+    selected = [a.name for a in routes if a.selected]
+    with greenfd.Vpoll(backend="fuse") as v:
+        assert selected == [v.fuse_route]
+
+
 def test_unavailable_backend_says_why() -> None:
     missing = [b for b, why in available_backends().items() if why is not None]
     if not missing:
@@ -122,6 +141,7 @@ def test_probe_lists_every_backend_with_reasons() -> None:
     found = greenfd.probe()
     assert [a.name for a in found if a.kind == "backend"] == ["kernel", "device", "fuse",
                                                              "emulated"]
+    assert {a.kind for a in found} == {"backend", "fuse-route"}
     for a in found:
         assert a.available == (a.reason is None)
         assert not a.selected or a.available
@@ -171,7 +191,7 @@ def test_close_while_other_threads_use_it() -> None:
 def test_backend_forced_by_environment() -> None:
     done = run_python("""
         import greenfd
-        picked = [a.name for a in greenfd.probe() if a.selected]
+        picked = [a.name for a in greenfd.probe() if a.selected and a.kind == "backend"]
         with greenfd.Vpoll() as v:
             print(picked, v.backend)
     """, env={"GREENFD_VPOLL_BACKEND": "emulated"})

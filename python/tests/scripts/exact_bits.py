@@ -2,7 +2,8 @@
 
 Imported by test_bits.py, and run as a script by it in a child that drops to an
 unprivileged user first (``--drop-to UID``): the FUSE routes for unprivileged users
-are what make the bits exact there. Exit status: 0 all exact, 1 a mismatch (listed),
+are what make the bits exact there. As that user it also checks that a forked child
+controls an inherited Vpoll on each route. Exit status: 0 all exact, 1 a mismatch (listed),
 77 skip (the last line of stdout says why).
 """
 
@@ -86,10 +87,13 @@ def compare(v: greenfd.Vpoll, mask: int, how: str, failures: list[str]) -> None:
         )
 
 
-def check(backend: str) -> list[str]:
-    """Checks every mask on ``backend`` through set, add/delete, creation and ET epoll."""
+def check(backend: str, fuse_route: str | None = None) -> list[str]:
+    """Checks every mask on ``backend`` (by ``fuse_route`` if given) through set,
+    add/delete, creation and ET epoll."""
     failures: list[str] = []
-    with greenfd.Vpoll(backend=backend) as v:
+    with greenfd.Vpoll(backend=backend, fuse_route=fuse_route) as v:
+        if fuse_route is not None and v.fuse_route != fuse_route:
+            failures.append(f"asked for route {fuse_route}, got {v.fuse_route}")
         for mask in masks():
             v.set(mask)
             compare(v, mask, "set", failures)
@@ -115,8 +119,30 @@ def check(backend: str) -> list[str]:
                         f"{backend} ET set {mask:#x}: reports {first} then {second}"
                     )
     for mask in masks():
-        with greenfd.Vpoll(events=mask, backend=backend) as v:
+        with greenfd.Vpoll(events=mask, backend=backend, fuse_route=fuse_route) as v:
             compare(v, mask, "created with", failures)
+    return failures
+
+
+def check_fork(fuse_route: str) -> list[str]:
+    """A forked child sets bits on an inherited Vpoll; this process's epoll sees them."""
+    failures: list[str] = []
+    with greenfd.Vpoll(backend="fuse", fuse_route=fuse_route) as v, select.epoll() as ep:
+        ep.register(v.fileno(), INTEREST)
+        for mask in (greenfd.PRI, greenfd.HUP | greenfd.IN, greenfd.ERR):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    v.set(mask)
+                    os._exit(0)
+                except BaseException as e:  # noqa: BLE001 - report, never return
+                    print(f"child: {e!r}", flush=True)
+                    os._exit(1)
+            _, status = os.waitpid(pid, 0)
+            got = ep.poll(0)
+            if os.waitstatus_to_exitcode(status) != 0 or got != [(v.fileno(), mask)]:
+                failures.append(f"fork {fuse_route} {mask:#x}: child status {status}, "
+                                f"parent saw {got}")
     return failures
 
 
@@ -137,24 +163,33 @@ def drop_privileges(uid: int) -> None:
 
 
 def main() -> int:
-    """Runs the check on the FUSE backend as ``--drop-to UID`` (see the module doc)."""
+    """Runs the check on the FUSE backend by every route that works as ``--drop-to UID``
+    (see the module doc)."""
     if len(sys.argv) != 3 or sys.argv[1] != "--drop-to":
         print("usage: exact_bits.py --drop-to UID", file=sys.stderr)
         return 2
     uid = int(sys.argv[2])
     drop_privileges(uid)
     assert os.getuid() == uid and os.geteuid() == uid and os.getgroups() == []
-    found = {a.name: a for a in greenfd.probe()}
-    fuse = found["fuse"]
-    print("probe as uid", uid, ":", list(found.values()))
-    if not fuse.available:
-        print(f"no FUSE route for uid {uid} here: {fuse.reason}")
+    found = greenfd.probe()
+    for a in found:
+        print(f"probe as uid {uid}: {a}")
+    routes = [a.name for a in found if a.kind == "fuse-route" and a.available]
+    if not routes:
+        why = "; ".join(f"{a.name}: {a.reason}" for a in found
+                        if a.kind == "fuse-route" or a.name == "fuse")
+        print(f"no FUSE route for uid {uid} here ({why})")
         return 77
-    failures = check("fuse")
-    for f in failures:
-        print("MISMATCH", f)
-    print(f"uid {uid}: {len(masks())} masks checked on fuse, {len(failures)} mismatches")
-    return 1 if failures else 0
+    total = 0
+    for route in routes:
+        failures = check("fuse", fuse_route=route) + check_fork(route)
+        for f in failures:
+            print("MISMATCH", route, f)
+        total += len(failures)
+        print(f"uid {uid} route {route}: {len(masks())} masks and a forked child "
+              f"checked, {len(failures)} mismatches")
+    print(f"uid {uid}: routes {routes}, {total} mismatches")
+    return 1 if total else 0
 
 
 if __name__ == "__main__":
