@@ -153,6 +153,7 @@ def drop_privileges(uid: int) -> None:
     be unreadable by ``uid``). The process is made dumpable again, as a process started
     by that user is, so it may write its own /proc files (uid_map for a user namespace).
     """
+    os.chdir("/")  # the checkout may sit in a directory ``uid`` cannot enter
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)
