@@ -35,8 +35,13 @@ with greenfd.Vpoll() as v, select.epoll() as ep:
 async def main() -> None:
     loop = asyncio.get_running_loop()
     with greenfd.Vpoll() as v:
-        woken = loop.create_future()
-        loop.add_reader(v.fileno(), lambda: woken.done() or woken.set_result(v.events()))
+        woken: asyncio.Future[int] = loop.create_future()
+
+        def readable() -> None:
+            if not woken.done():
+                woken.set_result(v.events())
+
+        loop.add_reader(v.fileno(), readable)
         loop.call_later(0.1, v.add, greenfd.IN)
         print(f"asyncio add_reader woke with {names(await woken)}")
         loop.remove_reader(v.fileno())

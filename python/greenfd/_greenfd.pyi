@@ -1,9 +1,26 @@
 """Type stubs of the extension module greenfd._greenfd (re-exported by greenfd)."""
 
 from types import TracebackType
-from typing import Literal, Optional, Type
+from typing import Literal, Optional, Type, final
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
+
+__all__ = [
+    "Vpoll",
+    "Availability",
+    "TapDevice",
+    "TunDevice",
+    "probe",
+    "InvalidArgument",
+    "IN",
+    "PRI",
+    "OUT",
+    "ERR",
+    "HUP",
+    "RDHUP",
+    "ALL_EVENTS",
+    "__version__",
+]
 
 __version__: str
 
@@ -22,12 +39,13 @@ RDHUP: int
 ALL_EVENTS: int
 """IN | PRI | OUT | ERR | HUP | RDHUP."""
 
-BackendName = Literal["kernel", "device", "fuse", "emulated"]
-FuseRouteName = Literal["direct", "userns", "fusermount"]
+_BackendName = Literal["kernel", "device", "fuse", "emulated"]
+_FuseRouteName = Literal["direct", "userns", "fusermount"]
 
 class InvalidArgument(OSError, ValueError):
     """A bad argument: an OSError with errno EINVAL that is also a ValueError."""
 
+@final
 class Vpoll:
     """A file descriptor whose readiness is set by hand (a vpoll fd).
 
@@ -37,9 +55,9 @@ class Vpoll:
     def __new__(
         cls,
         events: int = 0,
-        backend: Optional[BackendName] = None,
+        backend: Optional[_BackendName] = None,
         *,
-        fuse_route: Optional[FuseRouteName] = None,
+        fuse_route: Optional[_FuseRouteName] = None,
     ) -> Self:
         """Creates a vpoll fd with `events` set, served by `backend` (None: the best one);
         `fuse_route` forces how the fuse backend mounts its filesystem."""
@@ -54,10 +72,10 @@ class Vpoll:
     def events(self) -> int:
         """The events poll(2) reports for the fd now, as an int of EPOLL* bits."""
     @property
-    def backend(self) -> BackendName:
+    def backend(self) -> _BackendName:
         """The backend serving this fd."""
     @property
-    def fuse_route(self) -> Optional[FuseRouteName]:
+    def fuse_route(self) -> Optional[_FuseRouteName]:
         """How the fuse filesystem serving this fd was mounted; None for other backends."""
     @property
     def closed(self) -> bool:
@@ -72,6 +90,7 @@ class Vpoll:
         tb: Optional[TracebackType],
     ) -> bool: ...
 
+@final
 class Availability:
     """One vpoll backend (or FUSE route) as probe() found it."""
 
@@ -125,8 +144,10 @@ class _Device:
         tb: Optional[TracebackType],
     ) -> bool: ...
 
+@disjoint_base
 class TapDevice(_Device):
     """A TAP device (Ethernet frames), non-blocking."""
 
+@disjoint_base
 class TunDevice(_Device):
     """A TUN device (IP packets), non-blocking."""
