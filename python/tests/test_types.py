@@ -19,9 +19,10 @@ def need_mypy() -> None:
         pytest.skip("mypy not installed (pip install mypy)")
 
 
-def test_stubs_match_the_extension() -> None:
+def test_stubs_match_the_extension(tmp_path: Path) -> None:
     need_mypy()
-    done = subprocess.run([sys.executable, "-m", "mypy.stubtest", "greenfd"],
+    # In a scratch directory: stubtest leaves a .mypy_cache where it runs.
+    done = subprocess.run([sys.executable, "-m", "mypy.stubtest", "greenfd"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=CHILD_TIMEOUT)
     assert done.returncode == 0, done.stdout + done.stderr
 
