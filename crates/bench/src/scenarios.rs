@@ -343,8 +343,11 @@ pub fn memory(
     )])
 }
 
-/// Syscalls per echoed message made by the server's I/O thread, for each engine driver
-/// and for the tokio peer, at 1 and 100 connections (unpinned; a count, not a rate).
+/// What an echoed message costs the server, for each engine driver against the tokio
+/// peer: the syscalls of its I/O thread at 1 and 100 connections (unpinned; a count,
+/// not a rate), and its CPU time at 1, 100 and 1000 connections under both placements
+/// (the client shares the CPUs, so this shows the server's cost where the client limits
+/// the rate).
 pub fn syscalls(
     greenfd: &Path,
     bench_exe: &Path,
@@ -352,6 +355,7 @@ pub fn syscalls(
     progress: Progress<'_>,
 ) -> io::Result<Vec<Row>> {
     syscalls::available().map_err(|why| io::Error::new(io::ErrorKind::NotFound, why))?;
+    memory::raise_nofile()?;
     let mut rows = Vec::new();
     for conns in [1, 100] {
         progress(&format!("syscalls per message, tokio, {conns} conn"));
@@ -379,6 +383,43 @@ pub fn syscalls(
                     Goal::Info
                 },
             ));
+        }
+    }
+    let counts: &[usize] = if plan.quick {
+        &[1, 100]
+    } else {
+        &[1, 100, 1000]
+    };
+    for placement in Placement::BOTH {
+        let _guard = pin::apply(placement)?;
+        let tag = placement.label();
+        for (io, _, _) in drivers(progress) {
+            for &conns in counts {
+                progress(&format!(
+                    "server CPU per message, {io}, {conns} conn ({tag})"
+                ));
+                let cpu = |peer: bool| {
+                    let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+                    let cmd = if peer {
+                        syscalls::tokio_peer(bench_exe, addr)
+                    } else {
+                        syscalls::greenfd_serve(greenfd, addr, io.as_str())
+                    };
+                    syscalls::cpu_per_message(cmd, addr, conns, plan.run)
+                };
+                let s = alternate(plan.reps.min(3), || cpu(false), || cpu(true))?;
+                rows.push(row(
+                    format!("server CPU per message, echo {io} {conns} conn ({tag})"),
+                    "µs/msg",
+                    s,
+                    "tokio current_thread",
+                    if io == IoDriver::Uring {
+                        Goal::AtMost(1.0)
+                    } else {
+                        Goal::Info
+                    },
+                ));
+            }
         }
     }
     Ok(rows)

@@ -1,3 +1,6 @@
+//! What one echoed message costs the server: syscalls ([`per_message`]: the server runs
+//! under `strace -f`, the load client outside it) and CPU time ([`cpu_per_message`]).
+//!
 //! Syscalls per message: the server runs under `strace -f`, the load client outside it.
 //! The figure is the syscalls of the server's busiest thread (its I/O thread; the
 //! `greenfd serve` main thread only waits for signals) divided by the round trips the
@@ -47,6 +50,41 @@ pub fn per_message(
         return Err(io::Error::other("no round trip completed under strace"));
     }
     Ok(busiest as f64 / messages as f64)
+}
+
+/// CPU time, in nanoseconds, that every thread of process `pid` has run (the first field
+/// of each `/proc/PID/task/TID/schedstat`).
+pub fn cpu_ns(pid: u32) -> io::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .ok_or_else(|| io::Error::other(format!("bad schedstat {stat:?}")))?;
+    }
+    Ok(total)
+}
+
+/// Starts `server` (listening on `addr`), drives `conns` connections of 64-byte echoes
+/// at it for `run`, and returns the server's CPU time per round trip, in microseconds.
+/// The client runs in this process, so the figure is the server's alone, whatever
+/// limits the rate.
+pub fn cpu_per_message(
+    server: Command,
+    addr: SocketAddr,
+    conns: usize,
+    run: Duration,
+) -> io::Result<f64> {
+    let guard = ChildGuard::spawn_listening(server, addr)?;
+    let before = cpu_ns(guard.pid())?;
+    let (messages, _) = echo::round_trips(addr, conns, 64, run)?;
+    let used = cpu_ns(guard.pid())? - before;
+    if messages == 0 {
+        return Err(io::Error::other("no round trip completed"));
+    }
+    Ok(used as f64 / 1000.0 / messages as f64)
 }
 
 /// A trace file name unique to this process and address.

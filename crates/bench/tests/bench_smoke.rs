@@ -52,6 +52,7 @@ fn bench_all_quick_reports_every_scenario() {
         "RESP epoll SET -c 50 -P 16 (pinned)",
         "idle RSS, 1000 connections",
         "syscalls per message, echo epoll 100 conn",
+        "server CPU per message, echo epoll 100 conn (pinned)",
     ];
     // The io_uring rows exist wherever the engine can run on io_uring.
     if greenfd_engine::IoDriver::uring_support().is_ok() {
@@ -60,6 +61,7 @@ fn bench_all_quick_reports_every_scenario() {
             "echo uring 100 conn 64 B (unpinned)",
             "RESP uring GET -c 50 -P 1 (unpinned)",
             "syscalls per message, echo uring 1 conn",
+            "server CPU per message, echo uring 1 conn (unpinned)",
         ]);
     }
     for row in rows {
