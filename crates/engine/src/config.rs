@@ -12,6 +12,10 @@ pub struct Config {
     pub max_output: usize,
     /// Most simultaneous connections; accepting pauses at this count.
     pub max_connections: usize,
+    /// Stop reading a connection's requests while more than this many bytes are queued
+    /// for it (0: half of [`Config::max_output`]). Below `max_output`, so a client that
+    /// reads its replies can still be sent a reply larger than this.
+    pub pause_output: usize,
     /// Set `SO_REUSEPORT` so several engines can share one port.
     pub reuse_port: bool,
     /// `listen(2)` backlog.
@@ -34,6 +38,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_output: 4 << 20,
+            pause_output: 0,
             max_connections: 16 * 1024,
             reuse_port: false,
             backlog: 1024,

@@ -3,6 +3,7 @@
 //! connection that reuses the slot; lookups hand out `&mut Conn` directly.
 
 use crate::error::DisconnectReason;
+use crate::framing::ParseState;
 use crate::handle::GEN_MASK;
 use crate::outbuf::OutBuf;
 use std::io;
@@ -55,6 +56,8 @@ pub(crate) struct Conn {
     pub(crate) id: ConnId,
     /// Tail of a partial frame (empty most of the time).
     pub(crate) inbuf: Vec<u8>,
+    /// How far the framing got in that partial frame.
+    pub(crate) parse: ParseState,
     /// Output not yet accepted by the kernel.
     pub(crate) out: OutBuf,
     /// An edge was reported and the socket has not been read to empty since.
@@ -80,6 +83,7 @@ impl Conn {
             fd,
             id,
             inbuf: Vec::new(),
+            parse: ParseState::default(),
             out: OutBuf::default(),
             readable: false,
             rdhup: false,

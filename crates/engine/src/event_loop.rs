@@ -150,7 +150,11 @@ impl<F: Framing, H: Handler> Engine<F, H> {
                 conns: ConnTable::default(),
                 ready: VecDeque::new(),
                 flush: Vec::new(),
-                high_water: (config.max_output as u64 / 2).max(1),
+                high_water: match config.pause_output {
+                    0 => config.max_output / 2,
+                    n => n.min(config.max_output),
+                }
+                .max(1) as u64,
                 fd_freed: false,
             },
             rx,

@@ -22,14 +22,14 @@
 //! application's side (`handler.rs`).
 //!
 //! ```
-//! use greenfd_engine::{ConnId, Ctx, Engine, Framing, Handler, Lines};
+//! use greenfd_engine::{ConnId, Ctx, Engine, Frame, Handler, Lines};
 //! use std::io::{BufRead, BufReader, Write};
 //!
 //! /// Replies to each line with its length.
 //! struct Count;
 //! impl Handler for Count {
-//!     fn on_message(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, frame: &[u8]) {
-//!         let n = Lines::default().payload(frame).len();
+//!     fn on_message(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, frame: Frame<'_>) {
+//!         let n = frame.payload().len();
 //!         if ctx.send(format!("{n}\n").as_bytes()).is_err() {
 //!             ctx.close(); // the client stopped reading its replies
 //!         }
@@ -70,8 +70,8 @@ pub use conn::ConnId;
 pub use error::{DisconnectReason, EngineError, SendError};
 pub use event_loop::Engine;
 pub use framing::{
-    DEFAULT_MAX_FRAME, FrameError, Framing, LengthPrefixed, Lines, Parsed, Prefix, Raw,
-    split_frames,
+    DEFAULT_MAX_FRAME, Frame, FrameError, Framing, LengthPrefixed, Lines, ParseState, Parsed,
+    Prefix, Raw, split_frames,
 };
 pub use group::Group;
 pub use handle::{EngineHandle, StatsSnapshot};

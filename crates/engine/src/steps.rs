@@ -4,7 +4,7 @@
 use crate::conn::ConnId;
 use crate::error::{DisconnectReason, io_reason};
 use crate::event_loop::{Engine, LISTENER};
-use crate::framing::{Framing, split_frames};
+use crate::framing::{Frame, Framing, split_frames};
 use crate::handle::Stats;
 use crate::handler::{Ctx, Handler};
 use crate::state::Core;
@@ -192,8 +192,11 @@ impl<F: Framing, H: Handler> Engine<F, H> {
         let Some(conn) = core.conn_mut(id) else {
             return false;
         };
+        // The parse state travels with the bytes: taken out while frames are
+        // delivered (callbacks may touch the connection table), put back after.
+        let mut state = std::mem::take(&mut conn.parse);
         let mut stopped_early = false;
-        let mut deliver = |core: &mut Core, frame: &[u8]| {
+        let mut deliver = |core: &mut Core, frame: Frame<'_>| {
             Stats::add(&core.shared.stats.frames, 1);
             let mut ctx = Ctx {
                 core,
@@ -206,9 +209,10 @@ impl<F: Framing, H: Handler> Engine<F, H> {
         };
         let result = if conn.inbuf.is_empty() {
             // The common case: frames straight out of the shared buffer, only a partial
-            // tail copied.
+            // tail copied (the state's positions are relative to the frame start, so
+            // they stay valid in the copy).
             let data = &rbuf[..n];
-            split_frames(framing, data, |f| deliver(core, f)).map(|used| {
+            split_frames(framing, &mut state, data, |f| deliver(core, f)).map(|used| {
                 if used < n
                     && let Some(conn) = core.conn_mut(id)
                 {
@@ -218,7 +222,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
         } else {
             let mut buf = std::mem::take(&mut conn.inbuf);
             buf.extend_from_slice(&rbuf[..n]);
-            split_frames(framing, &buf, |f| deliver(core, f)).map(|used| {
+            split_frames(framing, &mut state, &buf, |f| deliver(core, f)).map(|used| {
                 buf.drain(..used);
                 if buf.is_empty() && buf.capacity() > rbuf.len() {
                     // Don't let one large frame pin its buffer to an idle connection.
@@ -229,14 +233,30 @@ impl<F: Framing, H: Handler> Engine<F, H> {
                 }
             })
         };
-        let Some(conn) = core.conn_mut(id) else {
+        let Some(conn) = core.conns.get_mut(id) else {
             return false;
         };
+        conn.parse = state;
         match result {
             Err(e) => {
                 tracing::debug!(id = %id, error = %e, "invalid frame");
                 Stats::add(&core.shared.stats.invalid_frames, 1);
-                self.disconnect(id, DisconnectReason::Invalid(e));
+                conn.inbuf = Vec::new();
+                conn.parse = Default::default();
+                conn.readable = false;
+                if conn.closing.is_none() {
+                    // The handler may answer (redis sends "-ERR Protocol error: ...");
+                    // the connection closes once that is flushed.
+                    let mut ctx = Ctx {
+                        core,
+                        current: Some(id),
+                    };
+                    handler.on_invalid(&mut ctx, id, &e);
+                    if let Some(conn) = core.conn_mut(id) {
+                        conn.closing = Some(DisconnectReason::Invalid(e));
+                        core.schedule_flush(id);
+                    }
+                }
                 false
             }
             Ok(()) => {
