@@ -4,7 +4,7 @@
 //! all of them to come back, count one round trip, repeat. That measures the server's
 //! per-message cost (wake-up, read, write) rather than its batching.
 
-use greenfd_reactor::{Events, Interest, Mode, Poller};
+use greenfd_reactor::{EventBuffer, Interest, Mode, Poller};
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -112,7 +112,7 @@ fn load_many(addr: SocketAddr, conns: usize, size: usize, duration: Duration) ->
     for (s, _) in &mut streams {
         (&*s).write_all(&msg)?;
     }
-    let mut events = Events::with_capacity(1024);
+    let mut events = EventBuffer::with_capacity(1024);
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < duration {

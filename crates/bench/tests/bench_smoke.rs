@@ -2,7 +2,7 @@
 //! and lands in the table, the JSON report and the SVG chart. No ratio is asserted:
 //! this is a debug build on a shared machine; figures belong to release runs.
 
-use greenfd_bench::process::have;
+use greenfd_test_support::have;
 use std::process::Command;
 
 #[test]

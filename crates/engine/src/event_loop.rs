@@ -51,7 +51,7 @@ use crate::framing::Framing;
 use crate::handle::{EngineHandle, Queued, Shared, Stats};
 use crate::handler::Handler;
 use crate::state::Core;
-use greenfd_reactor::{Events, Interest, Mode, Poller, Waker};
+use greenfd_reactor::{EventBuffer, Interest, Mode, Poller, Waker};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use std::collections::VecDeque;
 use std::io;
@@ -191,7 +191,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
     /// `epoll_wait`, preceded by up to [`Config::busy_poll`] of zero-timeout polls when
     /// it would block: a request that arrives within the spin is served without the
     /// sleep/wake-up, which in a VM costs far more than the polls.
-    fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+    fn wait(&self, events: &mut EventBuffer, timeout: Option<Duration>) -> io::Result<usize> {
         let poller = &self.core.poller;
         if self.config.busy_poll.is_zero() || timeout == Some(Duration::ZERO) {
             return poller.wait(events, timeout);
@@ -216,7 +216,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
         // Made here, not stored: rustix's epoll records can hold a pointer, which would
         // make `Engine` `!Send` and stop it from being built on one thread and run on
         // another.
-        let mut events = Events::with_capacity(self.config.events);
+        let mut events = EventBuffer::with_capacity(self.config.events);
         loop {
             if self.core.shared.shutdown.load(Ordering::Acquire) {
                 return Ok(());

@@ -9,7 +9,6 @@ use crate::handle::Stats;
 use crate::handler::{Ctx, Handler};
 use crate::state::Core;
 use greenfd_reactor::{Interest, Mode};
-use rustix::event::epoll::EventFlags;
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
 use std::io;
@@ -102,9 +101,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
     /// Disarms the listener and schedules a retry.
     fn pause_accept(&mut self) -> io::Result<()> {
         if let Some(listener) = self.listener.as_ref() {
-            self.core
-                .poller
-                .modify_raw(listener.as_fd(), LISTENER, EventFlags::empty())?;
+            self.core.poller.disarm(listener.as_fd(), LISTENER)?;
         }
         self.accept_paused = Some(Instant::now() + self.config.accept_retry);
         Ok(())

@@ -13,7 +13,7 @@
 
 use crate::CliResult;
 use crate::signals::{read_signal, stop_signal_fd};
-use greenfd_rt::{Async, Tap, TunError, block_on, sleep, spawn};
+use greenfd_rt::{Async, TapDevice, TunError, block_on, sleep, spawn};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -149,7 +149,7 @@ pub fn run(args: Args) -> CliResult {
         let signals = Async::new(signals)?;
         let mut devices = Vec::new();
         for p in &plans {
-            let tap = Tap::new(&p.name)?;
+            let tap = TapDevice::new(&p.name)?;
             if tap.name() != p.name {
                 return Err(format!(
                     "asked for {:?}, the kernel named it {:?}",
@@ -212,7 +212,7 @@ pub fn run(args: Args) -> CliResult {
 
 /// One device's task: serves until its device fails, then reports why. Only this
 /// task ends; the other devices go on.
-async fn serve(tap: Tap, plan: Plan, stall: Option<Duration>) {
+async fn serve(tap: TapDevice, plan: Plan, stall: Option<Duration>) {
     if let Err(e) = serve_frames(&tap, &plan, stall).await {
         eprintln!(
             "greenfd tap: {}: {e}; its task ends, the other devices go on",
@@ -222,7 +222,11 @@ async fn serve(tap: Tap, plan: Plan, stall: Option<Duration>) {
 }
 
 /// Reads frames and answers ARP and ping for the peer.
-async fn serve_frames(tap: &Tap, plan: &Plan, stall: Option<Duration>) -> Result<(), TunError> {
+async fn serve_frames(
+    tap: &TapDevice,
+    plan: &Plan,
+    stall: Option<Duration>,
+) -> Result<(), TunError> {
     let mut buf = vec![0u8; 65536];
     loop {
         let n = tap.recv(&mut buf).await?;

@@ -10,6 +10,8 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use greenfd_test_support::have;
+
 /// Safety net for every wait.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -124,20 +126,6 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
-}
-
-/// Whether a tool is installed; prints why a test is skipped if not.
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: `{tool}` not found (Debian package redis-tools)");
-    }
-    ok
 }
 
 /// Runs `redis-cli` against `server` with `args`; returns stdout.

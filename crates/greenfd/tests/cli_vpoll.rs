@@ -2,9 +2,10 @@
 //! real backends.
 
 use greenfd_vpoll::{BACKEND_ENV, Backend};
-use std::io::Read;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use greenfd_test_support::describe;
 
 /// Safety net for every run: a hang fails the test instead of blocking the suite.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -18,52 +19,7 @@ fn greenfd() -> Command {
 
 /// Runs `cmd` to completion with piped output, killing it after [`RUN_TIMEOUT`].
 fn run(cmd: &mut Command) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    // Drain both pipes on threads so the child never blocks on a full pipe.
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("waitpid") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {RUN_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out_t.join().expect("reader thread"),
-        stderr: err_t.join().expect("reader thread"),
-    }
-}
-
-/// Both output streams, for assertion messages.
-fn describe(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    greenfd_test_support::run(cmd, RUN_TIMEOUT)
 }
 
 /// The reference output of the fork scenario, with `hup` as the last event.

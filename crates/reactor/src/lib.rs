@@ -8,7 +8,7 @@
 //!
 //! * [`Reactor::wait_readable`] / [`wait_writable`](Reactor::wait_writable) /
 //!   [`wait_priority`](Reactor::wait_priority) for *borrowed* fds, with Trio's
-//!   one-shot discipline (the design essay is in the [`wait`] module), plus
+//!   one-shot discipline (the design essay heads `src/wait.rs`), plus
 //!   [`Reactor::notify_closing`];
 //! * [`Reactor::register`] → [`Registration`], a persistent edge-triggered
 //!   registration for *owned* fds, with tokio-style readiness + tick in one atomic word
@@ -39,16 +39,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod error;
-pub mod poller;
-pub mod reactor;
-pub mod registration;
-pub mod wait;
-pub mod waker;
+mod error;
+mod poller;
+mod reactor;
+mod registration;
+mod wait;
+mod waker;
 
 pub use error::Error;
-pub use poller::{Event, Events, Interest, Mode, Poller, epoll_flags};
+pub use poller::{EventBuffer, Interest, Mode, PollEvent, Poller, Ready};
 pub use reactor::{Reactor, Statistics};
-pub use registration::{Ready, ReadyEvent, Registration};
+pub use registration::{ReadyEvent, Registration};
 pub use wait::{Direction, WaitFd};
 pub use waker::Waker;

@@ -43,7 +43,7 @@ pub enum Mode {
 
 /// The epoll bits for `interest` in `mode`: the one place that decides which kernel
 /// bits mean readable, writable and priority.
-pub fn epoll_flags(interest: Interest, mode: Mode) -> EventFlags {
+pub(crate) fn epoll_flags(interest: Interest, mode: Mode) -> EventFlags {
     let mut flags = EventFlags::empty();
     if interest.contains(Interest::READABLE) {
         flags |= EventFlags::IN | EventFlags::RDHUP;
@@ -65,68 +65,114 @@ pub fn epoll_flags(interest: Interest, mode: Mode) -> EventFlags {
         }
 }
 
-/// One readiness report from [`Poller::wait`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Event {
-    /// The token given at registration.
-    pub token: u64,
-    /// The raw epoll bits the kernel reported.
-    pub flags: EventFlags,
+bitflags! {
+    /// Readiness: what a kernel report said about an fd, and what a persistent
+    /// registration remembers between reports.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Ready: u8 {
+        /// Data to read (`EPOLLIN`).
+        const READABLE = 1 << 0;
+        /// Room to write (`EPOLLOUT`).
+        const WRITABLE = 1 << 1;
+        /// The peer closed its writing half, or both halves (`EPOLLRDHUP`/`EPOLLHUP`).
+        const READ_CLOSED = 1 << 2;
+        /// Writing would fail: both halves hung up (`EPOLLHUP`).
+        const WRITE_CLOSED = 1 << 3;
+        /// Priority data (`EPOLLPRI`).
+        const PRIORITY = 1 << 4;
+        /// An error is pending on the fd (`EPOLLERR`).
+        const ERROR = 1 << 5;
+    }
 }
 
-impl Event {
+impl Ready {
+    /// The readiness a kernel report's bits mean.
+    pub(crate) fn from_flags(f: EventFlags) -> Ready {
+        let mut r = Ready::empty();
+        if f.contains(EventFlags::IN) {
+            r |= Ready::READABLE;
+        }
+        if f.contains(EventFlags::OUT) {
+            r |= Ready::WRITABLE;
+        }
+        if f.intersects(EventFlags::RDHUP | EventFlags::HUP) {
+            r |= Ready::READ_CLOSED;
+        }
+        if f.contains(EventFlags::HUP) {
+            r |= Ready::WRITE_CLOSED;
+        }
+        if f.contains(EventFlags::PRI) {
+            r |= Ready::PRIORITY;
+        }
+        if f.contains(EventFlags::ERR) {
+            r |= Ready::ERROR;
+        }
+        r
+    }
+}
+
+/// One readiness report from [`Poller::wait`], an entry of an [`EventBuffer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PollEvent {
+    /// The token given at registration.
+    pub token: u64,
+    /// What the kernel reported.
+    pub ready: Ready,
+}
+
+impl PollEvent {
     /// Data (or end of stream) to read.
     pub fn is_readable(&self) -> bool {
-        self.flags
-            .intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::HUP | EventFlags::ERR)
+        self.ready
+            .intersects(Ready::READABLE | Ready::READ_CLOSED | Ready::ERROR)
     }
 
     /// Room to write (or an error/hang-up a write would report).
     pub fn is_writable(&self) -> bool {
-        self.flags
-            .intersects(EventFlags::OUT | EventFlags::HUP | EventFlags::ERR)
+        self.ready
+            .intersects(Ready::WRITABLE | Ready::WRITE_CLOSED | Ready::ERROR)
     }
 
     /// Priority data.
     pub fn is_priority(&self) -> bool {
-        self.flags.contains(EventFlags::PRI)
+        self.ready.contains(Ready::PRIORITY)
     }
 
     /// An error condition (`EPOLLERR`).
     pub fn is_error(&self) -> bool {
-        self.flags.contains(EventFlags::ERR)
+        self.ready.contains(Ready::ERROR)
     }
 
     /// Both directions hung up (`EPOLLHUP`).
     pub fn is_hangup(&self) -> bool {
-        self.flags.contains(EventFlags::HUP)
+        self.ready.contains(Ready::WRITE_CLOSED)
     }
 
-    /// The peer closed its writing half (`EPOLLRDHUP`).
+    /// The peer closed its writing half (`EPOLLRDHUP`), or both (`EPOLLHUP`).
     pub fn is_read_closed(&self) -> bool {
-        self.flags.intersects(EventFlags::RDHUP | EventFlags::HUP)
+        self.ready.contains(Ready::READ_CLOSED)
     }
 }
 
 /// A reusable buffer for [`Poller::wait`].
-pub struct Events {
+pub struct EventBuffer {
     /// Raw kernel records; reused across waits so a wait never allocates.
     buf: Vec<epoll::Event>,
 }
 
-impl Events {
+impl EventBuffer {
     /// A buffer that receives at most `capacity` events per wait.
     pub fn with_capacity(capacity: usize) -> Self {
-        Events {
+        EventBuffer {
             buf: Vec::with_capacity(capacity.max(1)),
         }
     }
 
     /// The events of the last wait.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = Event> + '_ {
-        self.buf.iter().map(|e| Event {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = PollEvent> + '_ {
+        self.buf.iter().map(|e| PollEvent {
             token: e.data.u64(),
-            flags: e.flags,
+            ready: Ready::from_flags(e.flags),
         })
     }
 
@@ -146,7 +192,7 @@ impl Events {
     }
 }
 
-impl std::fmt::Debug for Events {
+impl std::fmt::Debug for EventBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
@@ -178,8 +224,8 @@ impl Poller {
         self.add_raw(fd, token, epoll_flags(interest, mode))
     }
 
-    /// Registers `fd` with raw epoll bits (for callers that need bits `Interest` lacks).
-    pub fn add_raw(&self, fd: BorrowedFd<'_>, token: u64, flags: EventFlags) -> io::Result<()> {
+    /// Registers `fd` with raw epoll bits.
+    fn add_raw(&self, fd: BorrowedFd<'_>, token: u64, flags: EventFlags) -> io::Result<()> {
         tracing::trace!(
             epoll_fd = self.epoll.as_raw_fd(),
             fd = fd.as_raw_fd(),
@@ -202,9 +248,15 @@ impl Poller {
         self.modify_raw(fd, token, epoll_flags(interest, mode))
     }
 
-    /// Changes a registration to raw epoll bits; `EventFlags::empty()` disarms it
-    /// without removing it.
-    pub fn modify_raw(&self, fd: BorrowedFd<'_>, token: u64, flags: EventFlags) -> io::Result<()> {
+    /// Disarms a registered `fd` without removing it from the interest list: it reports
+    /// nothing until the next `modify` (only the kernel's `EPOLLERR`/`EPOLLHUP` remain,
+    /// which a level-triggered caller must be ready for).
+    pub fn disarm(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        self.modify_raw(fd, token, EventFlags::empty())
+    }
+
+    /// Changes a registration to raw epoll bits.
+    fn modify_raw(&self, fd: BorrowedFd<'_>, token: u64, flags: EventFlags) -> io::Result<()> {
         tracing::trace!(
             epoll_fd = self.epoll.as_raw_fd(),
             fd = fd.as_raw_fd(),
@@ -229,7 +281,7 @@ impl Poller {
 
     /// Waits for events; `None` blocks, `Some(ZERO)` polls. Returns how many arrived.
     /// EINTR is returned as an error (`ErrorKind::Interrupted`) so the caller decides.
-    pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+    pub fn wait(&self, events: &mut EventBuffer, timeout: Option<Duration>) -> io::Result<usize> {
         events.buf.clear();
         let ts = timeout.map(|d| rustix::time::Timespec {
             tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
@@ -263,7 +315,7 @@ mod tests {
     fn level_edge_and_oneshot_report_as_documented() {
         let poller = Poller::new().unwrap();
         let (mut a, b) = UnixStream::pair().unwrap();
-        let mut events = Events::with_capacity(8);
+        let mut events = EventBuffer::with_capacity(8);
         poller
             .add(b.as_fd(), 7, Interest::READABLE, Mode::Level)
             .unwrap();
@@ -284,9 +336,7 @@ mod tests {
             .unwrap();
         assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 1);
         assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
-        poller
-            .modify_raw(b.as_fd(), 9, EventFlags::empty())
-            .unwrap();
+        poller.disarm(b.as_fd(), 9).unwrap();
         assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
         poller.delete(b.as_fd()).unwrap();
         assert!(poller.delete(b.as_fd()).is_err());
@@ -296,7 +346,7 @@ mod tests {
     fn hangup_is_readable_and_writable() {
         let poller = Poller::new().unwrap();
         let (a, b) = UnixStream::pair().unwrap();
-        let mut events = Events::with_capacity(8);
+        let mut events = EventBuffer::with_capacity(8);
         poller
             .add(
                 b.as_fd(),

@@ -16,7 +16,7 @@
 //! set, and the cross-thread waker uses `u64::MAX`.
 
 use crate::error::Error;
-use crate::poller::{Events, Interest, Mode, Poller};
+use crate::poller::{EventBuffer, Interest, Mode, Poller};
 use crate::registration::{Registration, ScheduledIo};
 use crate::wait::{self, Direction, FdWaiters, WaitFd};
 use crate::waker::Waker;
@@ -76,7 +76,7 @@ struct Inner {
     /// Waiters and registrations.
     state: RefCell<State>,
     /// Reused event buffer for `turn`.
-    events: RefCell<Events>,
+    events: RefCell<EventBuffer>,
 }
 
 /// A handle to a single-threaded epoll reactor; clones share it.
@@ -97,7 +97,7 @@ impl Reactor {
                 poller,
                 waker,
                 state: RefCell::new(State::default()),
-                events: RefCell::new(Events::with_capacity(1024)),
+                events: RefCell::new(EventBuffer::with_capacity(1024)),
             }),
         })
     }
@@ -181,7 +181,7 @@ impl Reactor {
                         io.set_readiness(&ev, &mut wake);
                     }
                 } else {
-                    wait::dispatch(self, &mut state, ev.token as RawFd, ev.flags, &mut wake);
+                    wait::dispatch(self, &mut state, ev.token as RawFd, ev.ready, &mut wake);
                 }
             }
         }

@@ -18,7 +18,7 @@
 //! stays hung up.
 
 use crate::error::Error;
-use crate::poller::{Event, Interest, Mode};
+use crate::poller::{Interest, Mode, PollEvent, Ready};
 use crate::reactor::Reactor;
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -27,25 +27,6 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
-
-bitflags::bitflags! {
-    /// Readiness bits of a persistent registration.
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-    pub struct Ready: u8 {
-        /// Data to read.
-        const READABLE = 1 << 0;
-        /// Room to write.
-        const WRITABLE = 1 << 1;
-        /// The peer closed its writing half, or both halves (sticky).
-        const READ_CLOSED = 1 << 2;
-        /// Writing would fail: both halves hung up (sticky).
-        const WRITE_CLOSED = 1 << 3;
-        /// Priority data.
-        const PRIORITY = 1 << 4;
-        /// An error is pending on the fd (sticky until the fd is closed).
-        const ERROR = 1 << 5;
-    }
-}
 
 impl Ready {
     /// The bits that end a wait for `interest`.
@@ -59,32 +40,6 @@ impl Ready {
         }
         if interest.contains(Interest::PRIORITY) {
             r |= Ready::PRIORITY | Ready::READ_CLOSED;
-        }
-        r
-    }
-
-    /// The bits a kernel report sets.
-    fn from_event(ev: &Event) -> Ready {
-        let mut r = Ready::empty();
-        let f = ev.flags;
-        use rustix::event::epoll::EventFlags as F;
-        if f.contains(F::IN) {
-            r |= Ready::READABLE;
-        }
-        if f.contains(F::OUT) {
-            r |= Ready::WRITABLE;
-        }
-        if f.intersects(F::RDHUP | F::HUP) {
-            r |= Ready::READ_CLOSED;
-        }
-        if f.contains(F::HUP) {
-            r |= Ready::WRITE_CLOSED;
-        }
-        if f.contains(F::PRI) {
-            r |= Ready::PRIORITY;
-        }
-        if f.contains(F::ERR) {
-            r |= Ready::ERROR;
         }
         r
     }
@@ -118,8 +73,8 @@ pub(crate) struct ScheduledIo {
 
 impl ScheduledIo {
     /// Records a kernel report: OR the bits in, bump the tick; returns wakers to call.
-    pub(crate) fn set_readiness(&self, ev: &Event, wake: &mut Vec<Waker>) {
-        let ready = Ready::from_event(ev);
+    pub(crate) fn set_readiness(&self, ev: &PollEvent, wake: &mut Vec<Waker>) {
+        let ready = ev.ready;
         let mut cur = self.word.load(Ordering::Acquire);
         loop {
             let tick = ((cur >> TICK_SHIFT) & TICK_MASK).wrapping_add(1) & TICK_MASK;

@@ -82,9 +82,8 @@
 //!   resolved by `MOD`/`ADD` at arm time, not by bookkeeping.
 
 use crate::error::Error;
-use crate::poller::{Interest, Mode};
+use crate::poller::{Interest, Mode, Ready};
 use crate::reactor::{Reactor, State};
-use rustix::event::epoll::EventFlags;
 use rustix::io::Errno;
 use std::cell::RefCell;
 use std::future::Future;
@@ -114,15 +113,18 @@ impl Direction {
         }
     }
 
-    /// The reported bits that end a wait in this direction; ERR and HUP end all of them.
-    fn wakes_on(self) -> EventFlags {
-        let always = EventFlags::ERR | EventFlags::HUP;
-        always
-            | match self {
-                Direction::Read => EventFlags::IN | EventFlags::RDHUP,
-                Direction::Write => EventFlags::OUT,
-                Direction::Priority => EventFlags::PRI,
-            }
+    /// Whether a report ends a wait in this direction; ERR and HUP end all of them.
+    fn woken_by(self, ready: Ready) -> bool {
+        // HUP (both halves) is the only report that sets WRITE_CLOSED.
+        let always = Ready::ERROR | Ready::WRITE_CLOSED;
+        ready.intersects(
+            always
+                | match self {
+                    Direction::Read => Ready::READABLE | Ready::READ_CLOSED,
+                    Direction::Write => Ready::WRITABLE,
+                    Direction::Priority => Ready::PRIORITY,
+                },
+        )
     }
 }
 
@@ -247,7 +249,7 @@ pub(crate) fn dispatch(
     reactor: &Reactor,
     state: &mut State,
     raw: RawFd,
-    flags: EventFlags,
+    ready: Ready,
     wake: &mut Vec<Waker>,
 ) {
     let Some(waiters) = state.fds.get_mut(&raw) else {
@@ -257,7 +259,7 @@ pub(crate) fn dispatch(
     };
     waiters.armed = Interest::empty();
     for (slot, dir) in waiters.slots.iter_mut().zip(DIRECTIONS) {
-        if flags.intersects(dir.wakes_on())
+        if dir.woken_by(ready)
             && let Some(s) = slot.take()
         {
             wake.extend(s.finish(Ok(())));

@@ -76,7 +76,7 @@ impl AsFd for Waker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::poller::{Events, Interest, Mode, Poller};
+    use crate::poller::{EventBuffer, Interest, Mode, Poller};
     use std::sync::Arc;
     use std::sync::atomic::AtomicU64;
     use std::time::Duration;
@@ -88,7 +88,7 @@ mod tests {
         poller
             .add(waker.as_fd(), 0, Interest::READABLE, Mode::Level)
             .unwrap();
-        let mut events = Events::with_capacity(4);
+        let mut events = EventBuffer::with_capacity(4);
         for round in 0..100 {
             let w = Arc::clone(&waker);
             let t = std::thread::spawn(move || {
@@ -135,7 +135,7 @@ mod tests {
                 })
             })
             .collect();
-        let mut events = Events::with_capacity(4);
+        let mut events = EventBuffer::with_capacity(4);
         let mut seen = 0;
         while seen < 3 * PER {
             let n = poller

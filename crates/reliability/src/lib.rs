@@ -18,7 +18,9 @@
 //!
 //! This library holds the small tools those tests share: a seeded RNG (so every failure
 //! reproduces from the printed seed), a checksum, `/proc` readers for fds and RSS, fd
-//! limit helpers, corpus loading and a child-process runner that never hangs.
+//! limit helpers and corpus loading. The helpers every test crate of the workspace shares
+//! (child processes that never hang, bounded waits, epoll, namespaces, C compilation,
+//! the backend list) come from the dev-only `greenfd-test-support` crate.
 //!
 //! ```
 //! use greenfd_reliability::{Rng, fnv1a};
@@ -34,16 +36,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 /// Environment variable that overrides the seed of every random harness.
 pub const SEED_ENV: &str = "GREENFD_FUZZ_SEED";
-
-/// Environment variable that marks a re-executed test binary as the child `NAME`.
-pub const CHILD_ENV: &str = "GREENFD_RELIABILITY_CHILD";
 
 /// A small deterministic random generator (SplitMix64): fast, seedable, dependency-free.
 #[derive(Clone, Debug)]
@@ -226,100 +223,6 @@ pub fn corpus(name: &str) -> io::Result<Vec<(String, Vec<u8>)>> {
 /// Where the seed corpora live.
 pub fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus")
-}
-
-/// Path of `tool` on `PATH`.
-pub fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
-
-/// Runs `cmd` to completion with piped output; kills it and returns an error after
-/// `timeout`, so a hang fails the caller instead of hanging it.
-pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<Output> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    // Drain both pipes on threads so a chatty child never blocks on a full pipe.
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        stdout.read_to_end(&mut v).map(|_| v)
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        stderr.read_to_end(&mut v).map(|_| v)
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if Instant::now() > deadline {
-            child.kill()?;
-            child.wait()?;
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("{cmd:?} did not finish within {timeout:?}"),
-            ));
-        }
-        // Polling the exit status, not waiting for readiness: there is no fd to wait on
-        // that also honours the deadline without a second thread.
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let join = |t: std::thread::JoinHandle<io::Result<Vec<u8>>>| {
-        t.join()
-            .map_err(|_| io::Error::other("pipe reader panicked"))?
-    };
-    Ok(Output {
-        status,
-        stdout: join(out_t)?,
-        stderr: join(err_t)?,
-    })
-}
-
-/// Whether this process is the re-executed child `name` of [`child_command`].
-pub fn is_child(name: &str) -> bool {
-    std::env::var_os(CHILD_ENV).is_some_and(|v| v == name)
-}
-
-/// A command that re-runs this test binary's test `name` alone, as child `name` (its
-/// body checks [`is_child`]). Faults that change the whole process (fd limits, signal
-/// storms, aborted mounts) run there, away from the harness and the other tests.
-pub fn child_command(name: &str) -> io::Result<Command> {
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, name);
-    Ok(cmd)
-}
-
-/// Runs child `name` (see [`child_command`]) and returns its stdout; panics with its
-/// whole output if it failed or outlived `timeout`.
-pub fn run_child(name: &str, timeout: Duration) -> String {
-    let mut cmd = child_command(name).expect("current_exe");
-    let out = run_with_timeout(&mut cmd, timeout).unwrap_or_else(|e| panic!("child {name}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "child {name} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// The lines of a child's stdout that start with `tag` (the harness may print
-/// `test NAME ... ` before the first one on the same line).
-pub fn tagged_lines<'a>(stdout: &'a str, tag: &str) -> Vec<&'a str> {
-    stdout
-        .lines()
-        .filter_map(|l| l.find(tag).map(|at| &l[at..]))
-        .collect()
 }
 
 #[cfg(test)]

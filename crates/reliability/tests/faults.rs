@@ -10,71 +10,29 @@ use greenfd_engine::{
     Config, ConnId, Ctx, DisconnectReason, Echo, Engine, Frame, Handler, LengthPrefixed, Lines,
 };
 use greenfd_reactor::Reactor;
-use greenfd_reliability::{
-    Rng, fnv1a, is_child, is_root, open_fds, run_child, run_with_timeout, set_nofile, tagged_lines,
-    which,
+use greenfd_reliability::{Rng, fnv1a, is_root, open_fds, set_nofile};
+use greenfd_test_support::{
+    CHILD_ENV, CHILD_PATIENCE, ThreadAlarm, child_command, epoll_on, epoll_wait, exhaust_fds, ip,
+    is_child, on_alarm_without_restart, private_netns, run_child, run_with_timeout, tagged_lines,
+    user_space_backends, wait_until, which,
 };
 use greenfd_vpoll::{Backend, Builder, Events, Op, VpollFd};
 use rustix::event::epoll;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Sender};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Safety net for a child process.
-const CHILD_PATIENCE: Duration = Duration::from_secs(120);
-
-/// The vpoll backends available here (Fuse needs root and /dev/fuse).
-fn backends() -> Vec<Backend> {
-    let all: Vec<Backend> = [Backend::Fuse, Backend::Emulated]
-        .into_iter()
-        .filter(|b| match b.probe() {
-            Ok(()) => true,
-            Err(e) => {
-                eprintln!("backend {b} skipped: {e}");
-                false
-            }
-        })
-        .collect();
+/// The user-space vpoll backends available here; fails if there is none at all (Emulated
+/// needs nothing but a socketpair).
+fn required_backends() -> Vec<Backend> {
+    let all = user_space_backends();
     assert!(!all.is_empty(), "no user-space vpoll backend at all");
     all
-}
-
-/// Polls `cond` until it holds (a state the engine reaches on its own thread), failing
-/// after [`PATIENCE`].
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// An epoll set watching one fd for `IN` (token 1).
-fn epoll_on(fd: BorrowedFd<'_>) -> std::os::fd::OwnedFd {
-    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
-    epoll::add(&ep, fd, epoll::EventData::new_u64(1), epoll::EventFlags::IN).unwrap();
-    ep
-}
-
-/// One `epoll_wait` of at most `timeout`, retried on EINTR; the events' flags.
-fn epoll_wait(ep: BorrowedFd<'_>, timeout: Duration) -> Vec<(u64, epoll::EventFlags)> {
-    let mut evs = Vec::with_capacity(16);
-    let ts = rustix::time::Timespec {
-        tv_sec: timeout.as_secs() as i64,
-        tv_nsec: i64::from(timeout.subsec_nanos()),
-    };
-    loop {
-        match epoll::wait(ep, rustix::buffer::spare_capacity(&mut evs), Some(&ts)) {
-            Ok(_) => return evs.iter().map(|e| (e.data.u64(), e.flags)).collect(),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => panic!("epoll_wait: {e}"),
-        }
-    }
 }
 
 /// Echoes every frame and reports disconnect reasons.
@@ -186,14 +144,14 @@ fn emfile_child() {
     if !is_child("emfile_child") {
         return;
     }
-    let backends = backends();
+    let backends = required_backends();
     // Created before the limit: all of these must keep working under it.
     let old_vpolls: Vec<VpollFd> = backends
         .iter()
         .map(|&b| Builder::new().backend(b).build().unwrap())
         .collect();
     let (tx, rx) = mpsc::channel();
-    let engine = Running::start(Lines::default(), Reporter { tx });
+    let engine = Running::start(Lines::default(), Reporter { tx }, Config::default());
     let mut old_client = engine.connect();
     old_client.write_all(b"before\n").unwrap();
     let mut buf = [0u8; 7];
@@ -204,18 +162,11 @@ fn emfile_child() {
     let reg = reactor.register(b.as_fd()).unwrap();
     let queue = greenfd_taps::EventQueue::new().unwrap();
     let source = greenfd_taps::Source::new(Events::empty());
-    let tap = source.tap(&queue, Events::IN, 9).unwrap();
+    let tap = source.subscribe(&queue, Events::IN, 9).unwrap();
 
     let limit = open_fds().unwrap() as u64 + 8;
     assert_eq!(set_nofile(limit).unwrap(), limit);
-    let mut hog = Vec::new();
-    loop {
-        match std::fs::File::open("/dev/null") {
-            Ok(f) => hog.push(f),
-            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
-            Err(e) => panic!("open: {e}"),
-        }
-    }
+    let mut hog = exhaust_fds();
     // Every new fd fails with EMFILE, as a typed error.
     for &backend in &backends {
         let err = Builder::new().backend(backend).build().unwrap_err();
@@ -328,72 +279,17 @@ fn alarm_blocked(blocked: bool) {
     }
 }
 
-/// A 1 ms interval timer that sends SIGALRM to one thread; deleted on drop.
-struct StormTimer(libc::timer_t);
-
-impl Drop for StormTimer {
-    fn drop(&mut self) {
-        // SAFETY: a timer this thread created and nobody else deletes.
-        unsafe { libc::timer_delete(self.0) };
-    }
-}
-
 /// Makes the calling thread a storm target with role `role`: SIGALRM unblocked and
-/// delivered to this very thread every millisecond.
-///
-/// Why not `setitimer`: its SIGALRM is process-directed, and the kernel hands such a
-/// signal to the main thread whenever that thread does not block it; the test harness's
-/// main thread (which a test cannot reach) would take the whole storm. A POSIX timer with
-/// `SIGEV_THREAD_ID` aims the same signal, at the same rate, at the thread under test.
-fn storm_target(role: usize) -> StormTimer {
+/// delivered to this very thread every millisecond (see [`ThreadAlarm`]).
+fn storm_target(role: usize) -> ThreadAlarm {
     ROLE.with(|r| r.set(role));
     alarm_blocked(false);
-    // SAFETY: sigevent and itimerspec are plain data, fully initialized here; timer_create
-    // writes the new timer's id into `timer`.
-    unsafe {
-        let mut sev: libc::sigevent = std::mem::zeroed();
-        sev.sigev_notify = libc::SIGEV_THREAD_ID;
-        sev.sigev_signo = libc::SIGALRM;
-        sev.sigev_notify_thread_id = libc::gettid();
-        let mut timer: libc::timer_t = std::mem::zeroed();
-        assert_eq!(
-            libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut timer),
-            0,
-            "timer_create: {}",
-            std::io::Error::last_os_error()
-        );
-        let ms = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 1_000_000,
-        };
-        let spec = libc::itimerspec {
-            it_interval: ms,
-            it_value: ms,
-        };
-        assert_eq!(
-            libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()),
-            0
-        );
-        StormTimer(timer)
-    }
+    ThreadAlarm::start(Duration::from_millis(1))
 }
 
 /// Signals the thread with role `role` has taken so far.
 fn hits(role: usize) -> u64 {
     HITS[role].load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Installs the SIGALRM handler without `SA_RESTART`, so blocking syscalls in the
-/// targets fail with EINTR.
-fn install_alarm_handler() {
-    // SAFETY: sigaction with a valid handler of the right signature.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_alarm as *const () as usize;
-        sa.sa_flags = 0;
-        libc::sigemptyset(&mut sa.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()), 0);
-    }
 }
 
 /// Signals each storm target must take before its workload may stop.
@@ -410,7 +306,7 @@ const STORM_BACKENDS_ENV: &str = "GREENFD_STORM_BACKENDS";
 /// Runs the storm child with vpoll on `backends` and returns its report line.
 fn run_storm(backends: &[Backend]) -> String {
     let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
-    let mut cmd = greenfd_reliability::child_command("eintr_storm_child").unwrap();
+    let mut cmd = child_command("eintr_storm_child").unwrap();
     cmd.env(STORM_BACKENDS_ENV, names.join(","));
     let out = run_with_timeout(&mut cmd, CHILD_PATIENCE).expect("storm child hung");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -431,7 +327,7 @@ fn run_storm(backends: &[Backend]) -> String {
 /// order, every ADD seen by the reactor.
 #[test]
 fn eintr_storm_loses_nothing() {
-    eprintln!("{}", run_storm(&backends()));
+    eprintln!("{}", run_storm(&required_backends()));
 }
 
 /// The child half of the EINTR storm.
@@ -448,7 +344,8 @@ fn eintr_storm_child() {
         .filter(|n| !n.is_empty())
         .map(|n| n.parse().unwrap())
         .collect();
-    install_alarm_handler();
+    // Without SA_RESTART, so blocking syscalls in the targets fail with EINTR.
+    on_alarm_without_restart(on_alarm);
 
     // Engine: its reactor thread takes the signals; clients (blocked) check every byte.
     let engine = {
@@ -612,7 +509,7 @@ fn eintr_storm_child() {
 #[test]
 fn peer_reset_mid_frame_ends_only_that_connection() {
     let (tx, rx) = mpsc::channel();
-    let engine = Running::start(LengthPrefixed::u32(), Reporter { tx });
+    let engine = Running::start(LengthPrefixed::u32(), Reporter { tx }, Config::default());
     let addr = engine.addr;
     // Eight clients connect and wait while the victims reset, then exchange their frames
     // over the connections that lived through the resets.
@@ -715,7 +612,7 @@ fn connection_flood_beyond_the_limit_is_served_in_turn() {
 #[test]
 fn half_closed_client_gets_every_reply_then_eof() {
     let (tx, rx) = mpsc::channel();
-    let engine = Running::start(Lines::default(), Reporter { tx });
+    let engine = Running::start(Lines::default(), Reporter { tx }, Config::default());
     let mut c = engine.connect();
     let mut rng = Rng::new(11);
     let mut sent = Vec::new();
@@ -817,9 +714,9 @@ fn rt_task_sees_reset_while_its_neighbour_finishes() {
 /// nobody on Linux, for any kind of fd: the kernel drops the registration silently.)
 #[test]
 fn hup_then_close_wakes_epoll_and_poll_waiters_in_other_threads() {
-    for backend in backends() {
+    for backend in required_backends() {
         let v = Builder::new().backend(backend).build().unwrap();
-        let ep = epoll_on(v.as_fd());
+        let ep = epoll_on(v.as_fd(), 1, epoll::EventFlags::IN);
         let raw = v.as_raw_fd();
         let epoller = std::thread::spawn({
             let ep = ep.try_clone().unwrap();
@@ -860,7 +757,7 @@ fn hup_then_close_wakes_epoll_and_poll_waiters_in_other_threads() {
 /// and the reactor keeps no wait or registration for it.
 #[test]
 fn reactor_waiter_on_a_vpoll_fd_wakes_with_closed() {
-    for backend in backends() {
+    for backend in required_backends() {
         let (mut ask, asked) = UnixStream::pair().unwrap();
         let runtime = std::thread::spawn(move || {
             greenfd_rt::block_on(async move {
@@ -927,7 +824,7 @@ fn fork_child() {
         return;
     }
     let (tx, rx) = mpsc::channel();
-    let engine = Running::start(Lines::default(), Reporter { tx });
+    let engine = Running::start(Lines::default(), Reporter { tx }, Config::default());
     let mut client = engine.connect();
     client.write_all(b"one\n").unwrap();
     let mut buf = [0u8; 4];
@@ -936,7 +833,7 @@ fn fork_child() {
     let (mut a, b) = UnixStream::pair().unwrap();
     b.set_nonblocking(true).unwrap();
     let reg = reactor.register(b.as_fd()).unwrap();
-    let vpolls: Vec<VpollFd> = backends()
+    let vpolls: Vec<VpollFd> = required_backends()
         .into_iter()
         .map(|bk| Builder::new().backend(bk).build().unwrap())
         .collect();
@@ -1068,7 +965,7 @@ fn fuse_abort_facts() -> Vec<(String, String)> {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(greenfd_reliability::CHILD_ENV, "fuse_abort_child");
+        .env(CHILD_ENV, "fuse_abort_child");
     let out = run_with_timeout(&mut cmd, CHILD_PATIENCE).expect("the child hung after the abort");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -1149,7 +1046,7 @@ fn fuse_abort_child() {
     }
     let v = Builder::new().backend(Backend::Fuse).build().unwrap();
     let other = Builder::new().backend(Backend::Emulated).build().unwrap();
-    let ep = epoll_on(v.as_fd());
+    let ep = epoll_on(v.as_fd(), 1, epoll::EventFlags::IN);
     // The connection number is the minor of the mount's device.
     let minor = rustix::fs::minor(rustix::fs::fstat(&v).unwrap().st_dev);
     let conns = std::path::Path::new("/sys/fs/fuse/connections");
@@ -1218,32 +1115,6 @@ fn fuse_abort_child() {
 // ---------------------------------------------------------------------------------------
 // A TAP device deleted while a task reads it.
 
-/// Moves the calling thread into a fresh network namespace (root only).
-fn private_netns() -> Result<(), String> {
-    if !is_root() {
-        return Err("needs root for a network namespace".into());
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        return Err("/dev/net/tun is missing".into());
-    }
-    if which("ip").is_none() {
-        return Err("ip(8) is not installed".into());
-    }
-    // SAFETY: unshare(CLONE_NEWNET) affects only this thread's namespace membership.
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
-        .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))
-}
-
-/// Runs `ip ARGS` in this thread's namespace.
-fn ip(args: &[&str]) {
-    let out = run_with_timeout(std::process::Command::new("ip").args(args), PATIENCE).unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Two TAP devices in a fresh namespace, a task reading each: deleting one wakes its
 /// reader with `Vanished`; the other keeps receiving frames.
 #[test]
@@ -1254,9 +1125,9 @@ fn tap_deleted_while_read_ends_only_its_reader() {
             return;
         }
         greenfd_rt::block_on(async {
-            use greenfd_rt::{Tap, TunError, spawn, timeout};
-            let doomed = Tap::new("rel-doomed").unwrap();
-            let alive = Tap::new("rel-alive").unwrap();
+            use greenfd_rt::{TapDevice, TunError, spawn, timeout};
+            let doomed = TapDevice::new("rel-doomed").unwrap();
+            let alive = TapDevice::new("rel-alive").unwrap();
             ip(&["link", "set", "dev", "rel-doomed", "up"]);
             let doomed_reader = spawn(async move {
                 let mut buf = [0u8; 2048];

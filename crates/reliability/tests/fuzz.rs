@@ -7,10 +7,11 @@ mod common;
 use common::{PATIENCE, Running};
 
 use greenfd_engine::{
-    Echo, FrameError, Framing, LengthPrefixed, Lines, ParseState, Parsed, Raw, split_frames,
+    Config, Echo, FrameError, Framing, LengthPrefixed, Lines, ParseState, Parsed, Raw, split_frames,
 };
-use greenfd_reliability::{Rng, corpus, is_child, seed, tagged_lines};
+use greenfd_reliability::{Rng, corpus, seed};
 use greenfd_resp::{Db, Resp, RespServer, command_args, execute};
+use greenfd_test_support::{child_command, is_child, run_with_timeout, tagged_lines};
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
@@ -372,7 +373,11 @@ fn resp_server_drops_only_the_invalid_clients_and_answers_the_rest_exactly() {
         .into_iter()
         .map(|(_, b)| b)
         .collect();
-    let server = Running::start(Resp::default(), RespServer::new(Db::new(4)));
+    let server = Running::start(
+        Resp::default(),
+        RespServer::new(Db::new(4)),
+        Config::default(),
+    );
     let key = format!("good:{}", rng.next_u64());
     let mut good = server.connect();
     let good_addr = server.addr;
@@ -456,7 +461,7 @@ fn lines_echo_server_returns_valid_streams_byte_for_byte() {
     let mut rng = Rng::new(seed("lines-server", 0x5eed_0004));
     let seeds = all_seeds();
     let framing = Lines { max: 64 };
-    let server = Running::start(framing, Echo);
+    let server = Running::start(framing, Echo, Config::default());
     let mut invalid_streams = 0;
     for case in 0..60 {
         let stream = input(&mut rng, &seeds);
@@ -527,10 +532,9 @@ fn vpoll_c_abi_random_arguments_give_only_documented_errors() {
             eprintln!("skipping the {backend} C ABI fuzz: {e}");
             continue;
         }
-        let mut cmd = greenfd_reliability::child_command("capi_fuzz_child").unwrap();
+        let mut cmd = child_command("capi_fuzz_child").unwrap();
         cmd.env(greenfd_vpoll::BACKEND_ENV, backend.name());
-        let out = greenfd_reliability::run_with_timeout(&mut cmd, Duration::from_secs(120))
-            .expect("fuzz child");
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(120)).expect("fuzz child");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -865,7 +869,11 @@ fn capi_fuzz_child() {
 /// `-ERR Protocol error: ...` text, then only that connection is dropped.
 #[test]
 fn resp_invalid_reasons_are_the_framings() {
-    let server = Running::start(Resp::default(), RespServer::new(Db::new(1)));
+    let server = Running::start(
+        Resp::default(),
+        RespServer::new(Db::new(1)),
+        Config::default(),
+    );
     let mut rng = Rng::new(1);
     for (bad, text) in [
         (&b"*1\r\n:3\r\n"[..], "expected '$', got ':'"),

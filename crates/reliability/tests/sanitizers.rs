@@ -11,10 +11,11 @@
 //! in `request_wait_answer`). Valgrind also lacks `fsopen(2)`. That is a limit of the
 //! tool's threading model, not of the library.
 
-use greenfd_reliability::{run_with_timeout, which};
+use greenfd_test_support::{assert_ok, run_with_timeout, user_space_backends, which};
 use greenfd_vpoll::Backend;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 /// Safety net per program run (valgrind is slow, but not this slow).
@@ -64,49 +65,17 @@ fn prepare_library() -> Result<PathBuf, String> {
 }
 
 /// Compiles C source `src` against the library in `lib` with extra `flags`.
-fn compile(lib: &Path, src: &Path, name: &str, flags: &[&str]) -> PathBuf {
-    let exe = lib.join(name);
-    let out = run_with_timeout(
-        Command::new("cc")
-            .args(["-Wall", "-Werror", "-g", "-O1"])
-            .args(flags)
-            .arg("-I")
-            .arg(lib)
-            .arg("-o")
-            .arg(&exe)
-            .arg(src)
-            .arg("-L")
-            .arg(lib)
-            .arg("-lvpoll"),
-        RUN_TIMEOUT,
-    )
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "cc {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
-
-/// The user-space backends available here.
-fn backends() -> Vec<Backend> {
-    [Backend::Fuse, Backend::Emulated]
-        .into_iter()
-        .filter(|b| b.probe().is_ok())
-        .collect()
-}
-
-/// Asserts a self-checking program printed `ok` and exited 0.
-fn assert_ok(what: &str, out: &Output) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "{what}: {}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn compile_against(lib: &Path, src: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let mut args: Vec<&OsStr> = vec!["-g".as_ref(), "-O1".as_ref()];
+    args.extend(flags.iter().map(OsStr::new));
+    args.extend([
+        "-I".as_ref(),
+        lib.as_os_str(),
+        "-L".as_ref(),
+        lib.as_os_str(),
+    ]);
+    args.push("-lvpoll".as_ref());
+    greenfd_test_support::compile("cc", src, &lib.join(name), args)
 }
 
 /// Sources of the C programs run under the checkers: this crate's random-call program and
@@ -141,8 +110,11 @@ fn c_abi_programs_are_clean_under_valgrind() {
             continue;
         }
         let name = src.file_stem().unwrap().to_string_lossy().into_owned();
-        let exe = compile(&lib, &src, &format!("{name}-vg"), &[]);
-        for backend in backends().into_iter().filter(|b| *b == Backend::Emulated) {
+        let exe = compile_against(&lib, &src, &format!("{name}-vg"), &[]);
+        for backend in user_space_backends()
+            .into_iter()
+            .filter(|b| *b == Backend::Emulated)
+        {
             let out = run_with_timeout(
                 Command::new("valgrind")
                     .args([
@@ -175,7 +147,7 @@ fn c_abi_fuzz_is_clean_under_address_sanitizer() {
         Err(why) => return eprintln!("skipping the ASan run: {why}"),
     };
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/abi_fuzz.c");
-    let exe = compile(
+    let exe = compile_against(
         &lib,
         &src,
         "abi_fuzz-asan",
@@ -185,7 +157,7 @@ fn c_abi_fuzz_is_clean_under_address_sanitizer() {
             "-fno-sanitize-recover=all",
         ],
     );
-    for backend in backends() {
+    for backend in user_space_backends() {
         let out = run_with_timeout(
             Command::new(&exe)
                 .args(["777", "20000"])
@@ -209,7 +181,7 @@ fn checkers_reject_a_deliberate_use_after_free() {
     };
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/control_bug.c");
     if which("valgrind").is_some() {
-        let exe = compile(&lib, &src, "control_bug-vg", &["-Wno-error"]);
+        let exe = compile_against(&lib, &src, "control_bug-vg", &["-Wno-error"]);
         let out = run_with_timeout(
             Command::new("valgrind")
                 .args(["--quiet", "--error-exitcode=99"])
@@ -226,7 +198,7 @@ fn checkers_reject_a_deliberate_use_after_free() {
     } else {
         eprintln!("valgrind control skipped: valgrind is not installed");
     }
-    let exe = compile(
+    let exe = compile_against(
         &lib,
         &src,
         "control_bug-asan",

@@ -8,6 +8,7 @@
 
 use greenfd_engine::{Config, ConnId, Ctx, Engine, Frame, Handler, LengthPrefixed};
 use greenfd_reliability::{Rng, fnv1a, open_fds, rss_kib, set_nofile};
+use greenfd_test_support::PATIENCE;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,8 +18,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const CONNECTIONS: u32 = 1000;
 /// RSS growth allowed between the start and the end of the soak.
 const RSS_MARGIN_KIB: u64 = 64 * 1024;
-/// Safety net for every wait: a lost byte or a dead task fails the soak instead of hanging it.
-const PATIENCE: Duration = Duration::from_secs(30);
 /// Environment variable that sets the quick soak's duration in seconds.
 const SECS_ENV: &str = "GREENFD_SOAK_SECS";
 

@@ -1,68 +1,11 @@
 //! The RESP server on a real engine over loopback TCP: invalid requests, half-closed
 //! peers, values larger than the read buffer, QUIT.
 
-use greenfd_engine::{Config, Engine, EngineError, EngineHandle};
+use greenfd_engine::Config;
 use greenfd_resp::{Db, Resp, RespServer, encode_command};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::io::{Read, Write};
 
-/// Safety net for every wait: a bug fails the test instead of hanging it.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A RESP server on its own engine thread.
-struct Running {
-    addr: SocketAddr,
-    handle: EngineHandle,
-    thread: Option<JoinHandle<Result<(), EngineError>>>,
-}
-
-impl Running {
-    fn start(framing: Resp, handler: RespServer, config: Config) -> Running {
-        let engine =
-            Engine::bind_with("127.0.0.1:0".parse().unwrap(), framing, handler, config).unwrap();
-        Running {
-            addr: engine.local_addr(),
-            handle: engine.handle(),
-            thread: Some(std::thread::spawn(move || engine.run())),
-        }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(PATIENCE)).unwrap();
-        s.set_write_timeout(Some(PATIENCE)).unwrap();
-        s
-    }
-
-    fn stop(mut self) {
-        self.handle.shutdown();
-        self.thread.take().unwrap().join().unwrap().unwrap();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            self.handle.shutdown();
-            let _ = t.join();
-        }
-    }
-}
-
-/// Whether the server closed `s`: EOF, or a reset because it closed with unread input.
-fn is_closed_by_server(s: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 64];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
-            Err(e) => panic!("expected the server to close the connection: {e}"),
-        }
-    }
-}
+use greenfd_test_support::{Running, is_closed_by_server};
 
 #[test]
 fn invalid_resp_disconnects_only_that_client() {

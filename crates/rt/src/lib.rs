@@ -4,7 +4,7 @@
 //! freezes every other task. `greenfd-rt` makes fds cooperative instead: [`Async<T>`]
 //! sets `O_NONBLOCK`, and when a syscall says `EAGAIN` the task parks until the reactor
 //! ([`greenfd_reactor`]) reports the fd ready. Regular files, which epoll refuses, go to
-//! a small blocking pool. [`Tun`] and [`Tap`] devices are packet fds built on the same
+//! a small blocking pool. [`TunDevice`] and [`TapDevice`] are packet fds built on the same
 //! machinery.
 //!
 //! The executor is single-threaded: [`block_on`] runs a future and every task
@@ -36,17 +36,17 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-pub mod async_fd;
-pub mod blocking;
-pub mod executor;
-pub mod time;
-pub mod tun;
+mod async_fd;
+mod blocking;
+mod executor;
+mod time;
+mod tun;
 
 pub use async_fd::Async;
-pub use blocking::unblock;
+pub use blocking::{IDLE_TIMEOUT, MAX_THREADS, Unblock, unblock};
 pub use executor::{
     JoinError, JoinHandle, NoRuntime, block_on, current_reactor, spawn, task_count, try_spawn,
 };
 pub use greenfd_reactor as reactor;
-pub use time::{Elapsed, Sleep, sleep, timeout};
-pub use tun::{Tap, Tun, TunError};
+pub use time::{Elapsed, Sleep, Timeout, sleep, timeout};
+pub use tun::{TapDevice, TunDevice, TunError};

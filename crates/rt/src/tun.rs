@@ -80,7 +80,7 @@ impl From<TunError> for io::Error {
     }
 }
 
-/// The shared body of [`Tun`] and [`Tap`].
+/// The shared body of [`TunDevice`] and [`TapDevice`].
 #[derive(Debug)]
 struct Device {
     /// The queue fd, cooperative.
@@ -207,13 +207,13 @@ macro_rules! device_type {
 
 device_type!(
     /// A TUN device: reads and writes IP packets.
-    Tun,
+    TunDevice,
     IFF_TUN,
     "IP packet"
 );
 device_type!(
     /// A TAP device: reads and writes Ethernet frames.
-    Tap,
+    TapDevice,
     IFF_TAP,
     "Ethernet frame"
 );

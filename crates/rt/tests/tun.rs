@@ -1,39 +1,11 @@
 //! TUN devices through the rt API, in a private network namespace of the test thread:
 //! packets both ways, multi-queue, and a clear error when the device vanishes.
 
-use greenfd_rt::{Async, Tap, Tun, TunError, block_on, timeout};
+use greenfd_rt::{Async, TapDevice, TunDevice, TunError, block_on, timeout};
 use std::net::{Ipv4Addr, UdpSocket};
-use std::process::Command;
 use std::time::Duration;
 
-/// Moves the calling thread (only) into a fresh network namespace; `Err` says why not.
-/// Processes it spawns (`ip`) and sockets it creates live there too; the namespace goes
-/// away with the thread.
-fn private_netns() -> Result<(), String> {
-    if !rustix::process::geteuid().is_root() {
-        return Err("not root".into());
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        return Err("no /dev/net/tun".into());
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Err("`ip` missing (apt-get install iproute2)".into());
-    }
-    // SAFETY: only CLONE_NEWNET: it changes this thread's network namespace and shares
-    // nothing less (no fd table or fs-state split that other threads could observe).
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
-        .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))
-}
-
-/// Runs `ip ARGS` and checks it worked.
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use greenfd_test_support::{ip, private_netns};
 
 /// The Internet checksum.
 fn checksum(data: &[u8]) -> u16 {
@@ -72,10 +44,10 @@ fn tun_packets_both_ways_then_a_clear_error_when_it_vanishes() {
     }
     block_on(async {
         assert!(matches!(
-            Tun::new("a-name-that-is-too-long"),
+            TunDevice::new("a-name-that-is-too-long"),
             Err(TunError::InvalidName(_))
         ));
-        let tun = Tun::new("gtun0").unwrap();
+        let tun = TunDevice::new("gtun0").unwrap();
         assert_eq!(tun.name(), "gtun0");
         ip(&["addr", "add", "10.78.0.1/24", "dev", "gtun0"]);
         ip(&["link", "set", "dev", "gtun0", "up"]);
@@ -147,11 +119,14 @@ fn multi_queue_tap_opens_several_queues_of_one_interface() {
         return;
     }
     block_on(async {
-        let q0 = Tap::new_multi_queue("gmq0").unwrap();
-        let q1 = Tap::new_multi_queue("gmq0").unwrap();
+        let q0 = TapDevice::new_multi_queue("gmq0").unwrap();
+        let q1 = TapDevice::new_multi_queue("gmq0").unwrap();
         assert_eq!((q0.name(), q1.name()), ("gmq0", "gmq0"));
         // A single-queue open of the same interface is refused: the flags differ.
-        assert!(matches!(Tap::new("gmq0"), Err(TunError::Create { .. })));
+        assert!(matches!(
+            TapDevice::new("gmq0"),
+            Err(TunError::Create { .. })
+        ));
     })
     .unwrap();
 }

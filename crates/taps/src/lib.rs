@@ -8,11 +8,12 @@
 //!
 //! * A [`Source`] holds a readiness mask ([`Events`], the `EPOLL*` bits). [`Source::set`],
 //!   [`add`](Source::add) and [`clear`](Source::clear) deliver the bits that rose to every
-//!   [`Tap`]. Closing (or dropping) the source wakes every tap with HUP.
-//! * A [`Tap`] is one registration: a filter, a token and a sink. Taps are identified by
+//!   [`Subscription`]. Closing (or dropping) the source wakes every tap with HUP.
+//! * A [`Subscription`] (a *tap* on the source) is one registration: a filter, a token and
+//!   a sink. Subscriptions are identified by
 //!   object identity, never by a descriptor number or token, so a reused token or fd cannot
 //!   alias a dead registration. A tap holds its source alive while registered and is
-//!   deregistered exactly once, by [`Tap::close`] or `Drop`, and only if registration
+//!   deregistered exactly once, by [`Subscription::close`] or `Drop`, and only if registration
 //!   succeeded. Registering reports the source's current state at once, so there is no
 //!   lost wake-up between "check the level" and "register".
 //! * Registration and deregistration edit the source's table under its lock; firing copies
@@ -59,7 +60,7 @@
 //!
 //! let nic = Source::new(Events::OUT);            // a device that can send now
 //! let queue = EventQueue::new()?;
-//! let tap = nic.tap(&queue, Events::IN | Events::OUT, 7)?;
+//! let tap = nic.subscribe(&queue, Events::IN | Events::OUT, 7)?;
 //!
 //! let mut events = Vec::new();
 //! queue.try_wait(&mut events)?;                  // the level at registration
@@ -98,7 +99,7 @@ pub use greenfd_vpoll::Events;
 pub use queue::{DEFAULT_CAPACITY, Event, EventQueue, Pollable, QueueBuilder, QueueStats};
 #[cfg(not(loom))]
 pub use sink::VpollSink;
-pub use source::{Source, Tap};
+pub use source::{Source, Subscription};
 
 /// Checks an internal invariant in debug and loom builds (release builds trust it).
 macro_rules! invariant {

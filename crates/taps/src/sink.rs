@@ -1,7 +1,7 @@
 //! A vpoll fd driven by a source: user-space readiness seen by any outside event loop.
 
 use crate::error::Result;
-use crate::source::{Source, SourceInner, Tap};
+use crate::source::{Source, SourceInner, Subscription};
 use crate::sync::{Arc, Mutex, lock};
 use crate::tap::{Sink, TapShared};
 use greenfd_vpoll::{Events, VpollFd};
@@ -56,7 +56,7 @@ impl Mirror {
 /// the fd. Dropping the sink deregisters the tap and closes the fd.
 pub struct VpollSink {
     /// The registration on the source.
-    tap: Tap,
+    tap: Subscription,
     /// The fd and its write record (shared with the source's table while registered).
     mirror: Arc<Mirror>,
 }
@@ -98,7 +98,7 @@ impl VpollSink {
     }
 
     /// The underlying tap.
-    pub fn tap(&self) -> &Tap {
+    pub fn subscription(&self) -> &Subscription {
         &self.tap
     }
 

@@ -86,7 +86,7 @@ impl SourceInner {
     }
 
     /// Registers `shared` and reports the current level to it.
-    pub(crate) fn attach(this: &Arc<SourceInner>, shared: Arc<TapShared>) -> Result<Tap> {
+    pub(crate) fn attach(this: &Arc<SourceInner>, shared: Arc<TapShared>) -> Result<Subscription> {
         let inserted = {
             let mut st = lock(&this.state);
             if st.closed {
@@ -105,7 +105,7 @@ impl SourceInner {
         // are delivered by the change that sets them, since that change sees the tap in the
         // table. Nothing falls between the two.
         TapShared::deliver(&shared, this, mask);
-        Ok(Tap {
+        Ok(Subscription {
             source: Arc::clone(this),
             shared,
             slot,
@@ -131,7 +131,7 @@ impl SourceInner {
 /// Changes ([`set`](Self::set), [`add`](Self::add), [`clear`](Self::clear)) deliver the
 /// bits that *rose* to every tap whose filter matches, like an edge-triggered epoll; the
 /// current level is always available from [`readiness`](Self::readiness) and
-/// [`Tap::readiness`]. Dropping the source closes it.
+/// [`Subscription::readiness`]. Dropping the source closes it.
 pub struct Source {
     /// State shared with the taps.
     inner: Arc<SourceInner>,
@@ -142,7 +142,7 @@ impl std::fmt::Debug for Source {
         f.debug_struct("Source")
             .field("readiness", &self.readiness())
             .field("closed", &self.is_closed())
-            .field("taps", &self.tap_count())
+            .field("taps", &self.subscription_count())
             .finish()
     }
 }
@@ -194,13 +194,18 @@ impl Source {
     }
 
     /// Taps registered now (0 once closed).
-    pub fn tap_count(&self) -> usize {
+    pub fn subscription_count(&self) -> usize {
         lock(&self.inner.state).taps.len()
     }
 
     /// Registers a tap that reports the bits of `filter` (plus ERR and HUP) to `queue`
     /// under `token`. Bits already set are reported at once.
-    pub fn tap(&self, queue: &EventQueue, filter: Events, token: u64) -> Result<Tap> {
+    pub fn subscribe(
+        &self,
+        queue: &EventQueue,
+        filter: Events,
+        token: u64,
+    ) -> Result<Subscription> {
         let shared = queue::enroll(queue.core(), token, filter);
         SourceInner::attach(&self.inner, shared)
     }
@@ -222,7 +227,7 @@ impl Drop for Source {
 ///
 /// Dropping the tap (or calling [`close`](Self::close)) deregisters it exactly once; after
 /// that returns, its queue reports no further event for it.
-pub struct Tap {
+pub struct Subscription {
     /// The source, kept alive while the tap is registered.
     source: Arc<SourceInner>,
     /// The registration shared with the source's table and the sink.
@@ -233,9 +238,9 @@ pub struct Tap {
     registered: bool,
 }
 
-impl std::fmt::Debug for Tap {
+impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tap")
+        f.debug_struct("Subscription")
             .field("token", &self.token())
             .field("filter", &self.filter())
             .field("registered", &self.registered)
@@ -243,7 +248,7 @@ impl std::fmt::Debug for Tap {
     }
 }
 
-impl Tap {
+impl Subscription {
     /// The token reported with this tap's events.
     pub fn token(&self) -> u64 {
         self.shared.token
@@ -279,7 +284,7 @@ impl Tap {
     }
 }
 
-impl Drop for Tap {
+impl Drop for Subscription {
     fn drop(&mut self) {
         self.deregister();
     }

@@ -1,5 +1,5 @@
 //! The shared half of a tap: what a source's table, a queue's ring and the user's
-//! [`Tap`](crate::Tap) handle all point at.
+//! [`Subscription`](crate::Subscription) handle all point at.
 //!
 //! One atomic word carries everything a firer and a consumer race on, so a delivery is a
 //! single `fetch_or` and a consumption a single `fetch_and`:

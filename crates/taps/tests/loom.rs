@@ -51,7 +51,7 @@ fn register_vs_fire() {
             let src = src.clone();
             thread::spawn(move || src.add(Events::IN))
         };
-        let tap = src.tap(&q, Events::IN, 1).expect("register");
+        let tap = src.subscribe(&q, Events::IN, 1).expect("register");
         firer.join().unwrap();
         let got = drain(&q);
         assert_eq!(
@@ -61,9 +61,9 @@ fn register_vs_fire() {
                 events: Events::IN
             }]
         );
-        assert_eq!(src.tap_count(), 1);
+        assert_eq!(src.subscription_count(), 1);
         drop(tap);
-        assert_eq!(src.tap_count(), 0);
+        assert_eq!(src.subscription_count(), 0);
         assert!(drain(&q).is_empty());
     });
 }
@@ -78,7 +78,7 @@ fn blocked_reader_vs_register_and_fire() {
         let producer = {
             let (src, q) = (src.clone(), q.clone());
             thread::spawn(move || {
-                let tap = src.tap(&q, Events::IN, 9).expect("register");
+                let tap = src.subscribe(&q, Events::IN, 9).expect("register");
                 src.add(Events::IN);
                 tap
             })
@@ -100,7 +100,7 @@ fn fire_vs_close() {
     model(|| {
         let src = Arc::new(Source::new(Events::empty()));
         let q = Arc::new(queue(4));
-        let tap = src.tap(&q, Events::IN, 2).expect("register");
+        let tap = src.subscribe(&q, Events::IN, 2).expect("register");
         let firer = {
             let src = src.clone();
             thread::spawn(move || src.add(Events::IN))
@@ -117,10 +117,10 @@ fn fire_vs_close() {
             "close must wake the tap with HUP: {got:?}"
         );
         assert!(tap.is_detached());
-        assert_eq!(src.tap_count(), 0);
+        assert_eq!(src.subscription_count(), 0);
         // Registration after close fails and leaves nothing behind in the queue.
         assert!(matches!(
-            src.tap(&q, Events::IN, 3),
+            src.subscribe(&q, Events::IN, 3),
             Err(Error::SourceClosed)
         ));
         assert_eq!(q.stats().members, 1);
@@ -142,7 +142,7 @@ fn register_vs_close() {
             let src = src.clone();
             thread::spawn(move || src.close())
         };
-        let result = src.tap(&q, Events::IN, 8);
+        let result = src.subscribe(&q, Events::IN, 8);
         closer.join().unwrap();
         match result {
             Ok(tap) => {
@@ -154,7 +154,7 @@ fn register_vs_close() {
             Err(e) => panic!("register: {e}"),
         }
         assert_eq!(q.stats().members, 0);
-        assert_eq!(src.tap_count(), 0);
+        assert_eq!(src.subscription_count(), 0);
     });
 }
 
@@ -165,7 +165,7 @@ fn close_vs_drop_of_tap() {
     model(|| {
         let src = Arc::new(Source::new(Events::IN));
         let q = Arc::new(queue(4));
-        let tap = src.tap(&q, Events::IN, 4).expect("register");
+        let tap = src.subscribe(&q, Events::IN, 4).expect("register");
         assert_eq!(bits_for(&drain(&q), 4), Events::IN);
         let closer = {
             let src = src.clone();
@@ -174,7 +174,7 @@ fn close_vs_drop_of_tap() {
         let dropper = thread::spawn(move || drop(tap));
         closer.join().unwrap();
         dropper.join().unwrap();
-        assert_eq!(src.tap_count(), 0);
+        assert_eq!(src.subscription_count(), 0);
         assert_eq!(q.stats().members, 0);
         assert!(drain(&q).is_empty(), "no event after deregistration");
     });
@@ -187,13 +187,13 @@ fn drop_vs_register_reusing_slot() {
     model(|| {
         let src = Arc::new(Source::new(Events::empty()));
         let q = Arc::new(queue(4));
-        let old = src.tap(&q, Events::IN, 5).expect("register old");
+        let old = src.subscribe(&q, Events::IN, 5).expect("register old");
         let dropper = thread::spawn(move || drop(old));
         let firer = {
             let src = src.clone();
             thread::spawn(move || src.add(Events::IN))
         };
-        let new = src.tap(&q, Events::IN, 6).expect("register new");
+        let new = src.subscribe(&q, Events::IN, 6).expect("register new");
         dropper.join().unwrap();
         firer.join().unwrap();
         let got = drain(&q);
@@ -202,9 +202,9 @@ fn drop_vs_register_reusing_slot() {
             bits_for(&got, 5).is_empty(),
             "dropped tap reported: {got:?}"
         );
-        assert_eq!(src.tap_count(), 1);
+        assert_eq!(src.subscription_count(), 1);
         drop(new);
-        assert_eq!(src.tap_count(), 0);
+        assert_eq!(src.subscription_count(), 0);
     });
 }
 
@@ -215,7 +215,9 @@ fn drop_of_queue_while_firing() {
     model(|| {
         let src = Arc::new(Source::new(Events::empty()));
         let q = queue(1);
-        let tap = src.tap(&q, Events::IN | Events::OUT, 7).expect("register");
+        let tap = src
+            .subscribe(&q, Events::IN | Events::OUT, 7)
+            .expect("register");
         let firer = {
             let src = src.clone();
             thread::spawn(move || {
@@ -226,9 +228,9 @@ fn drop_of_queue_while_firing() {
         let dropper = thread::spawn(move || drop(q));
         firer.join().unwrap();
         dropper.join().unwrap();
-        assert_eq!(src.tap_count(), 1);
+        assert_eq!(src.subscription_count(), 1);
         drop(tap);
-        assert_eq!(src.tap_count(), 0);
+        assert_eq!(src.subscription_count(), 0);
     });
 }
 
@@ -240,8 +242,8 @@ fn overflow_vs_read() {
         let a = Arc::new(Source::new(Events::empty()));
         let b = Arc::new(Source::new(Events::empty()));
         let q = Arc::new(queue(1));
-        let ta = a.tap(&q, Events::IN, 10).expect("register a");
-        let tb = b.tap(&q, Events::OUT, 11).expect("register b");
+        let ta = a.subscribe(&q, Events::IN, 10).expect("register a");
+        let tb = b.subscribe(&q, Events::OUT, 11).expect("register b");
         let fa = {
             let a = a.clone();
             thread::spawn(move || a.add(Events::IN))
@@ -269,8 +271,8 @@ fn two_firers_one_blocked_reader() {
         let a = Arc::new(Source::new(Events::empty()));
         let b = Arc::new(Source::new(Events::empty()));
         let q = Arc::new(queue(1));
-        let ta = a.tap(&q, Events::IN, 20).expect("register a");
-        let tb = b.tap(&q, Events::OUT, 21).expect("register b");
+        let ta = a.subscribe(&q, Events::IN, 20).expect("register a");
+        let tb = b.subscribe(&q, Events::OUT, 21).expect("register b");
         let firers: Vec<_> = [(a.clone(), Events::IN), (b.clone(), Events::OUT)]
             .into_iter()
             .map(|(src, bit)| thread::spawn(move || src.add(bit)))

@@ -9,6 +9,8 @@ use rustix::time::Timespec;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
+use greenfd_test_support::epoll_on;
+
 /// Safety-net timeout: a bug fails the test instead of hanging it.
 const NET: Duration = Duration::from_secs(20);
 
@@ -32,32 +34,19 @@ fn readable_now(fd: BorrowedFd<'_>) -> bool {
     rustix::event::poll(&mut fds, Some(&zero)).expect("poll") == 1
 }
 
-/// An epoll instance watching `fd` for IN, level-triggered, with `data` as its token.
-fn epoll_on(fd: BorrowedFd<'_>, data: u64) -> std::os::fd::OwnedFd {
-    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll_create");
-    epoll::add(
-        &ep,
-        fd,
-        epoll::EventData::new_u64(data),
-        epoll::EventFlags::IN,
-    )
-    .expect("epoll_ctl add");
-    ep
-}
-
 /// `epoll_wait` with `timeout`; returns the tokens reported.
 fn epoll_tokens(ep: &std::os::fd::OwnedFd, timeout: Duration) -> Vec<u64> {
-    let mut events = Vec::with_capacity(8);
-    let ts = Timespec::try_from(timeout).expect("timespec");
-    epoll::wait(ep, rustix::buffer::spare_capacity(&mut events), Some(&ts)).expect("epoll_wait");
-    events.iter().map(|e| e.data.u64()).collect()
+    greenfd_test_support::epoll_wait(ep, timeout)
+        .into_iter()
+        .map(|(data, _)| data)
+        .collect()
 }
 
 #[test]
 fn handles_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Source>();
-    check::<greenfd_taps::Tap>();
+    check::<greenfd_taps::Subscription>();
     check::<EventQueue>();
     check::<greenfd_taps::VpollSink>();
 }
@@ -66,7 +55,7 @@ fn handles_are_send_and_sync() {
 fn registration_reports_current_level_at_once() {
     let src = Source::new(Events::IN | Events::OUT);
     let q = EventQueue::new().unwrap();
-    let tap = src.tap(&q, Events::IN, 1).unwrap();
+    let tap = src.subscribe(&q, Events::IN, 1).unwrap();
     assert_eq!(tap.readiness(), Events::IN);
     assert!(
         readable_now(q.as_fd()),
@@ -90,7 +79,7 @@ fn coalesces_bits_until_read() {
     let src = Source::new(Events::empty());
     let q = EventQueue::new().unwrap();
     let _tap = src
-        .tap(&q, Events::IN | Events::OUT | Events::PRI, 3)
+        .subscribe(&q, Events::IN | Events::OUT | Events::PRI, 3)
         .unwrap();
     for _ in 0..1000 {
         src.add(Events::IN);
@@ -128,13 +117,13 @@ fn close_wakes_every_tap_with_hup_whatever_its_filter() {
     let q2 = EventQueue::new().unwrap();
     let taps: Vec<_> = (0..5)
         .map(|i| {
-            src.tap(if i % 2 == 0 { &q1 } else { &q2 }, Events::IN, i)
+            src.subscribe(if i % 2 == 0 { &q1 } else { &q2 }, Events::IN, i)
                 .unwrap()
         })
         .collect();
-    assert_eq!(src.tap_count(), 5);
+    assert_eq!(src.subscription_count(), 5);
     src.close();
-    assert_eq!(src.tap_count(), 0);
+    assert_eq!(src.subscription_count(), 0);
     assert!(taps.iter().all(|t| t.is_detached()));
     let mut got: Vec<_> = drain(&q1).into_iter().chain(drain(&q2)).collect();
     got.sort_by_key(|e| e.token);
@@ -149,7 +138,7 @@ fn close_wakes_every_tap_with_hup_whatever_its_filter() {
     src.add(Events::IN);
     assert!(drain(&q1).is_empty());
     assert!(matches!(
-        src.tap(&q1, Events::IN, 9),
+        src.subscribe(&q1, Events::IN, 9),
         Err(Error::SourceClosed)
     ));
     assert_eq!(q1.stats().members, 3);
@@ -162,7 +151,7 @@ fn close_wakes_every_tap_with_hup_whatever_its_filter() {
 fn dropping_the_source_closes_it() {
     let q = EventQueue::new().unwrap();
     let src = Source::new(Events::empty());
-    let tap = src.tap(&q, Events::OUT, 4).unwrap();
+    let tap = src.subscribe(&q, Events::OUT, 4).unwrap();
     drop(src);
     assert!(tap.is_detached());
     assert_eq!(tap.readiness(), Events::HUP);
@@ -179,11 +168,11 @@ fn dropping_the_source_closes_it() {
 fn taps_are_identified_by_object_not_token() {
     let src = Source::new(Events::empty());
     let q = EventQueue::new().unwrap();
-    let old = src.tap(&q, Events::IN, 42).unwrap();
+    let old = src.subscribe(&q, Events::IN, 42).unwrap();
     src.add(Events::IN); // pending for the old tap
     old.close();
     // Same token, same slot reused: the old tap's pending event must not surface.
-    let new = src.tap(&q, Events::OUT, 42).unwrap();
+    let new = src.subscribe(&q, Events::OUT, 42).unwrap();
     assert_eq!(q.stats().member_slots, 1, "slot reused");
     assert!(drain(&q).is_empty(), "dead tap's event reported");
     src.add(Events::OUT);
@@ -195,19 +184,19 @@ fn taps_are_identified_by_object_not_token() {
         }]
     );
     drop(new);
-    assert_eq!(src.tap_count(), 0);
+    assert_eq!(src.subscription_count(), 0);
 }
 
 #[test]
 fn dropping_the_queue_first_leaves_taps_harmless() {
     let src = Source::new(Events::empty());
     let q = EventQueue::new().unwrap();
-    let tap = src.tap(&q, Events::IN, 1).unwrap();
+    let tap = src.subscribe(&q, Events::IN, 1).unwrap();
     drop(q);
     src.add(Events::IN); // delivery into a dropped queue is a no-op
-    assert_eq!(src.tap_count(), 1);
+    assert_eq!(src.subscription_count(), 1);
     drop(tap);
-    assert_eq!(src.tap_count(), 0);
+    assert_eq!(src.subscription_count(), 0);
 }
 
 #[test]
@@ -231,7 +220,7 @@ fn wait_times_out_with_nothing_pending() {
 fn blocking_wait_is_woken_by_another_thread() {
     let src = Source::new(Events::empty());
     let q = EventQueue::new().unwrap();
-    let _tap = src.tap(&q, Events::IN, 5).unwrap();
+    let _tap = src.subscribe(&q, Events::IN, 5).unwrap();
     let mut out = Vec::new();
     std::thread::scope(|s| {
         s.spawn(|| src.add(Events::IN));
@@ -252,8 +241,8 @@ fn blocking_wait_is_woken_by_another_thread() {
 fn raw_epoll_waits_on_the_queue_fd() {
     let src = Source::new(Events::empty());
     let q = EventQueue::new().unwrap();
-    let _tap = src.tap(&q, Events::IN, 77).unwrap();
-    let ep = epoll_on(q.as_fd(), 0xfeed);
+    let _tap = src.subscribe(&q, Events::IN, 77).unwrap();
+    let ep = epoll_on(q.as_fd(), 0xfeed, epoll::EventFlags::IN);
     assert!(epoll_tokens(&ep, Duration::ZERO).is_empty());
     std::thread::scope(|s| {
         s.spawn(|| src.add(Events::IN));
@@ -285,8 +274,8 @@ fn vpoll_backed_queue_is_pollable_too() {
         .pollable(Pollable::Vpoll)
         .build()
         .unwrap();
-    let _tap = src.tap(&q, Events::OUT, 8).unwrap();
-    let ep = epoll_on(q.as_fd(), 8);
+    let _tap = src.subscribe(&q, Events::OUT, 8).unwrap();
+    let ep = epoll_on(q.as_fd(), 8, epoll::EventFlags::IN);
     assert!(epoll_tokens(&ep, Duration::ZERO).is_empty());
     std::thread::scope(|s| {
         s.spawn(|| src.add(Events::OUT));
@@ -310,7 +299,7 @@ fn greenfd_reactor_waits_on_the_queue_fd() {
     let reactor = greenfd_reactor::Reactor::new().unwrap();
     let src = Source::new(Events::empty());
     let q = EventQueue::new().unwrap();
-    let _tap = src.tap(&q, Events::IN, 12).unwrap();
+    let _tap = src.subscribe(&q, Events::IN, 12).unwrap();
     let mut wait = pin!(reactor.wait_readable(q.as_fd()));
     let mut cx = Context::from_waker(Waker::noop());
     assert!(wait.as_mut().poll(&mut cx).is_pending());
@@ -345,7 +334,7 @@ fn million_fires_bounded_memory_nothing_lost() {
     let taps: Vec<_> = sources
         .iter()
         .enumerate()
-        .map(|(i, s)| s.tap(&q, Events::IN | Events::OUT, i as u64).unwrap())
+        .map(|(i, s)| s.subscribe(&q, Events::IN | Events::OUT, i as u64).unwrap())
         .collect();
     let allocated = q.stats().ring_allocated;
     assert!(allocated >= RING);

@@ -13,7 +13,7 @@
 //! or missed deregistration).
 #![cfg(not(loom))] // real descriptors and threads; the loom models are in loom.rs
 
-use greenfd_taps::{Error, Event, EventQueue, Events, Source, Tap};
+use greenfd_taps::{Error, Event, EventQueue, Events, Source, Subscription};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -57,7 +57,7 @@ impl Rng {
 
 /// One live tap of a thread and what the test knows about it.
 struct Rec {
-    tap: Tap,
+    tap: Subscription,
     filter: Events,
     source: Arc<Source>,
     /// Bits reported since the last quiescent check.
@@ -179,7 +179,7 @@ fn worker(world: &World, id: usize) {
                     let source = current(world, rng.below(SOURCES));
                     let filter = rng.bits();
                     next_token += 1;
-                    match source.tap(&q, filter, next_token) {
+                    match source.subscribe(&q, filter, next_token) {
                         Ok(tap) => {
                             taps.insert(
                                 next_token,
@@ -268,7 +268,7 @@ fn worker(world: &World, id: usize) {
             for slot in 0..SOURCES {
                 let want = world.expected[slot].swap(0, Ordering::Relaxed);
                 assert_eq!(
-                    current(world, slot).tap_count(),
+                    current(world, slot).subscription_count(),
                     want,
                     "source slot {slot}: registered taps differ from live handles"
                 );
@@ -298,6 +298,6 @@ fn eight_threads_random_register_fire_close_drop() {
         }
     });
     for slot in 0..SOURCES {
-        assert_eq!(current(&world, slot).tap_count(), 0);
+        assert_eq!(current(&world, slot).subscription_count(), 0);
     }
 }

@@ -8,33 +8,16 @@
 use greenfd_taps::{Events, Source, VpollSink};
 use greenfd_vpoll::Backend;
 use rustix::event::epoll;
-use rustix::time::Timespec;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use greenfd_test_support::backends;
+
 /// Safety-net timeout: a bug fails the test instead of hanging it.
 const NET: Duration = Duration::from_secs(30);
-
-/// The vpoll backends usable here; prints why each other one is not.
-fn backends() -> Vec<Backend> {
-    let usable: Vec<_> = Backend::ALL
-        .into_iter()
-        .filter(|b| match b.probe() {
-            Ok(()) => true,
-            Err(e) => {
-                eprintln!("backend {b} not tested: {e}");
-                false
-            }
-        })
-        .collect();
-    if usable.is_empty() {
-        eprintln!("skip: no vpoll backend");
-    }
-    usable
-}
 
 /// A sink on `source` whose vpoll fd is served by `backend`.
 fn sink_on(source: &Source, backend: Backend, filter: Events, inherit: bool) -> VpollSink {
@@ -47,26 +30,19 @@ fn sink_on(source: &Source, backend: Backend, filter: Events, inherit: bool) -> 
 }
 
 /// An epoll instance watching `sink` for IN and OUT, level-triggered.
-fn epoll_on(sink: &VpollSink) -> OwnedFd {
-    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
-    epoll::add(
-        &ep,
+fn epoll_on_sink(sink: &VpollSink) -> OwnedFd {
+    greenfd_test_support::epoll_on(
         sink.as_fd(),
-        epoll::EventData::new_u64(1),
+        1,
         epoll::EventFlags::IN | epoll::EventFlags::OUT,
     )
-    .unwrap();
-    ep
 }
 
 /// The flags epoll reports for the sink within `timeout` (empty if none).
 fn epoll_flags(ep: &OwnedFd, timeout: Duration) -> epoll::EventFlags {
-    let mut events = Vec::with_capacity(4);
-    let ts = Timespec::try_from(timeout).unwrap();
-    epoll::wait(ep, rustix::buffer::spare_capacity(&mut events), Some(&ts)).unwrap();
-    events
-        .iter()
-        .fold(epoll::EventFlags::empty(), |a, e| a | e.flags)
+    greenfd_test_support::epoll_wait(ep, timeout)
+        .into_iter()
+        .fold(epoll::EventFlags::empty(), |a, (_, flags)| a | flags)
 }
 
 #[test]
@@ -86,7 +62,7 @@ fn follows_level(backend: Backend) {
     let src = Source::new(Events::IN);
     let sink = sink_on(&src, backend, Events::IN, false);
     assert_eq!(sink.events().unwrap(), Events::IN, "level at registration");
-    let ep = epoll_on(&sink);
+    let ep = epoll_on_sink(&sink);
     assert!(epoll_flags(&ep, Duration::ZERO).contains(epoll::EventFlags::IN));
 
     src.clear(Events::IN);
@@ -115,7 +91,7 @@ fn follows_level(backend: Backend) {
     }
     assert!(epoll_flags(&ep, Duration::ZERO).contains(epoll::EventFlags::HUP));
     assert!(sink.take_error().is_none());
-    assert!(sink.tap().is_detached());
+    assert!(sink.subscription().is_detached());
 }
 
 /// Racing firers on one source: once they finish, the fd shows the source's final level

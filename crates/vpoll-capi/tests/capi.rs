@@ -6,12 +6,14 @@
 //! cargo on the outer `cargo test`'s target dir would wait on its build lock.
 
 use greenfd_vpoll::Backend;
-use std::io::Read;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use greenfd_test_support::{assert_ok, run, user_space_backends, which};
 
 /// The safety net for every program run here: a bug fails the test instead of hanging it.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -88,14 +90,6 @@ fn backend_or_skip(test: &str, backend: Backend) -> bool {
     }
 }
 
-/// Path of `tool` on PATH.
-fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
-
 /// `pkg-config ARGS vpoll` against the installed `vpoll.pc`, split into words.
 fn pkg_config(prefix: &Path, args: &[&str]) -> Vec<String> {
     let out = run(
@@ -127,7 +121,7 @@ enum Link {
 }
 
 /// Compiles `tests/c/NAME` with `compiler` and returns the executable's path.
-fn compile(prefix: &Path, compiler: &str, name: &str, link: Link) -> PathBuf {
+fn build_program(prefix: &Path, compiler: &str, name: &str, link: Link) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/c")
         .join(name);
@@ -137,29 +131,15 @@ fn compile(prefix: &Path, compiler: &str, name: &str, link: Link) -> PathBuf {
     let n = BUILDS.fetch_add(1, Ordering::Relaxed);
     let suffix = if link == Link::Static { "-static" } else { "" };
     let exe = prefix.join(format!("{name}{suffix}.{n}.bin"));
-    let mut cmd = Command::new(compiler);
-    cmd.arg("-Wall")
-        .arg("-Werror")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src);
-    match link {
-        Link::Shared => {
-            cmd.args(pkg_config(prefix, &["--cflags", "--libs"]));
-        }
-        Link::Static => {
-            cmd.args(pkg_config(prefix, &["--cflags"]));
-            cmd.arg(prefix.join("lib/libvpoll.a"));
-            cmd.args(pkg_config(prefix, &["--variable=libs_private"]));
-        }
-    }
-    let out = run(&mut cmd, RUN_TIMEOUT);
-    assert!(
-        out.status.success(),
-        "{compiler} {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
+    let words = |args: &[&str]| pkg_config(prefix, args).into_iter().map(OsString::from);
+    let args: Vec<OsString> = match link {
+        Link::Shared => words(&["--cflags", "--libs"]).collect(),
+        Link::Static => words(&["--cflags"])
+            .chain([prefix.join("lib/libvpoll.a").into_os_string()])
+            .chain(words(&["--variable=libs_private"]))
+            .collect(),
+    };
+    greenfd_test_support::compile(compiler, &src, &exe, args)
 }
 
 /// Runs a compiled program with the installed library on its load path.
@@ -174,70 +154,11 @@ fn run_program(prefix: &Path, exe: &Path, args: &[&str], backend: Option<Backend
     run(&mut cmd, RUN_TIMEOUT)
 }
 
-/// Runs `cmd` to completion with piped output, killing it after `timeout`.
-fn run(cmd: &mut Command, timeout: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    // Drain both pipes on threads so a chatty child never blocks on a full pipe.
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("waitpid") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out_t.join().expect("reader thread"),
-        stderr: err_t.join().expect("reader thread"),
-    }
-}
-
 /// The dynamic section of an ELF file, as `readelf -d` prints it.
 fn readelf_dynamic(file: &Path) -> String {
     let out = run(Command::new("readelf").arg("-d").arg(file), RUN_TIMEOUT);
     assert!(out.status.success(), "readelf -d {}", file.display());
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Asserts that a self-checking program printed `ok` and exited 0.
-fn assert_ok(what: &str, out: &Output) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "{what}: {}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The backends the basic programs run with: every available one of fuse and emulated.
-fn available_userspace_backends() -> Vec<Backend> {
-    [Backend::Fuse, Backend::Emulated]
-        .into_iter()
-        .filter(|b| b.probe().is_ok())
-        .collect()
 }
 
 /// Checks the fork scenario's output: only `timeout` and `GOT event %x` lines, and the GOT
@@ -351,8 +272,8 @@ fn create_ctl_close_seen_by_epoll_and_poll() {
     let Some(prefix) = prefix_or_skip("create_ctl_close_seen_by_epoll_and_poll") else {
         return;
     };
-    let exe = compile(prefix, "cc", "basic.c", Link::Shared);
-    let backends = available_userspace_backends();
+    let exe = build_program(prefix, "cc", "basic.c", Link::Shared);
+    let backends = user_space_backends();
     if backends.is_empty() {
         eprintln!("skipping create_ctl_close_seen_by_epoll_and_poll: no fuse or emulated backend");
         return;
@@ -370,8 +291,8 @@ fn errno_parity() {
     let Some(prefix) = prefix_or_skip("errno_parity") else {
         return;
     };
-    let exe = compile(prefix, "cc", "errno.c", Link::Shared);
-    let backends = available_userspace_backends();
+    let exe = build_program(prefix, "cc", "errno.c", Link::Shared);
+    let backends = user_space_backends();
     if backends.is_empty() {
         eprintln!("skipping errno_parity: no fuse or emulated backend");
         return;
@@ -393,7 +314,7 @@ fn fork_scenario_emulated_reports_hup_as_2011() {
     if !backend_or_skip(test, Backend::Emulated) {
         return;
     }
-    let exe = compile(prefix, "cc", "fork_demo.c", Link::Shared);
+    let exe = build_program(prefix, "cc", "fork_demo.c", Link::Shared);
     let out = run_program(prefix, &exe, &[INTERVAL_MS], Some(Backend::Emulated));
     // The emulator's documented mapping: a hang-up reads as EPOLLHUP|EPOLLIN|EPOLLRDHUP.
     assert_fork_scenario(&out, "2011");
@@ -408,7 +329,7 @@ fn fork_scenario_fuse_reports_hup_exactly() {
     if !backend_or_skip(test, Backend::Fuse) {
         return;
     }
-    let exe = compile(prefix, "cc", "fork_demo.c", Link::Shared);
+    let exe = build_program(prefix, "cc", "fork_demo.c", Link::Shared);
     let out = run_program(prefix, &exe, &[INTERVAL_MS], Some(Backend::Fuse));
     // What a kernel with vpoll support prints.
     assert_fork_scenario(&out, "10");
@@ -420,8 +341,8 @@ fn forked_child_closing_its_copy_leaves_the_parent_fd_working() {
     let Some(prefix) = prefix_or_skip(test) else {
         return;
     };
-    let exe = compile(prefix, "cc", "child_close.c", Link::Shared);
-    let backends = available_userspace_backends();
+    let exe = build_program(prefix, "cc", "child_close.c", Link::Shared);
+    let backends = user_space_backends();
     if backends.is_empty() {
         eprintln!("skipping {test}: no fuse or emulated backend");
         return;
@@ -445,7 +366,7 @@ fn fuse_fd_survives_exec_and_stays_controllable() {
     }
     // libvpoll's kernel and device fds keep working in a new program image; so must the
     // Fuse backend's (the emulated one, like libvpoll's emulator, keeps its peer private).
-    let exe = compile(prefix, "cc", "exec_child.c", Link::Shared);
+    let exe = build_program(prefix, "cc", "exec_child.c", Link::Shared);
     assert_ok(
         "exec_child.c with fuse",
         &run_program(prefix, &exe, &[], Some(Backend::Fuse)),
@@ -458,13 +379,13 @@ fn static_link_runs_without_the_shared_library() {
     let Some(prefix) = prefix_or_skip(test) else {
         return;
     };
-    let exe = compile(prefix, "cc", "basic.c", Link::Static);
+    let exe = build_program(prefix, "cc", "basic.c", Link::Static);
     let dynamic = readelf_dynamic(&exe);
     assert!(
         !dynamic.contains("libvpoll"),
         "statically linked program still needs libvpoll.so:\n{dynamic}"
     );
-    let Some(b) = available_userspace_backends().into_iter().next() else {
+    let Some(b) = user_space_backends().into_iter().next() else {
         eprintln!("skipping the run in {test}: no fuse or emulated backend");
         return;
     };
@@ -486,8 +407,8 @@ fn header_works_from_cxx() {
         eprintln!("skipping {test}: `c++` is not installed");
         return;
     }
-    let exe = compile(prefix, "c++", "cxx_header.cpp", Link::Shared);
-    if available_userspace_backends().is_empty() {
+    let exe = build_program(prefix, "c++", "cxx_header.cpp", Link::Shared);
+    if user_space_backends().is_empty() {
         eprintln!("skipping the run in {test}: no fuse or emulated backend");
         return;
     }

@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{backends, is_child, make, run_child};
+use common::make;
+use greenfd_test_support::{CHILD_PATIENCE, backends, child_output, is_child};
 use greenfd_vpoll::{BACKEND_ENV, Backend, Builder, Error, Events, Op, ctl_fd, events_fd};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
@@ -81,7 +82,7 @@ fn reuse_child() {
 
 #[test]
 fn a_reused_descriptor_number_is_not_mistaken_for_a_vpoll_fd() {
-    let out = run_child("reuse_child", &[]);
+    let out = child_output("reuse_child", &[], CHILD_PATIENCE);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("reuse child ok"),
@@ -201,7 +202,11 @@ fn env_child() {
 }
 
 fn env_case(forced: &str, expect: &str) {
-    let out = run_child("env_child", &[(BACKEND_ENV, forced), ("EXPECT", expect)]);
+    let out = child_output(
+        "env_child",
+        &[(BACKEND_ENV, forced), ("EXPECT", expect)],
+        CHILD_PATIENCE,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("env child ok"),

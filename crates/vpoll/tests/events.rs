@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{all_masks, assert_seen, backends, make, representable, visible};
+use common::{all_masks, assert_seen, make, representable, visible};
+use greenfd_test_support::backends;
 use greenfd_vpoll::{Backend, Events, Op, VpollFd};
 
 #[test]

@@ -7,7 +7,6 @@
 mod common;
 
 use greenfd_vpoll::{Backend, Builder, Error, Events, Op, VpollFd};
-use rustix::buffer::spare_capacity;
 use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::event::{PollFd, PollFlags};
 use rustix::time::Timespec;
@@ -17,20 +16,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::{BITS, combo};
+use greenfd_test_support::epoll_on;
+
 /// Environment variable that selects a subprocess role.
 const ROLE: &str = "GREENFD_FUSE_TEST_ROLE";
 /// Safety-net timeout: a bug fails the test instead of hanging it.
 const SAFETY: Duration = Duration::from_secs(20);
-
-/// The six event bits, in order.
-const BITS: [Events; 6] = [
-    Events::IN,
-    Events::PRI,
-    Events::OUT,
-    Events::ERR,
-    Events::HUP,
-    Events::RDHUP,
-];
 
 /// Whether the Fuse backend works here; prints why not.
 fn fuse_available() -> bool {
@@ -52,14 +44,6 @@ fn vpoll(init: Events) -> VpollFd {
         .expect("create a fuse vpoll fd")
 }
 
-/// Mask number `n` (0..64) as a combination of [`BITS`].
-fn combo(n: usize) -> Events {
-    BITS.iter()
-        .enumerate()
-        .filter(|(i, _)| n & (1 << i) != 0)
-        .fold(Events::empty(), |acc, (_, b)| acc | *b)
-}
-
 /// Poll flags for every bit.
 fn all_poll_flags() -> PollFlags {
     PollFlags::from_bits_retain(Events::all().bits() as u16)
@@ -72,28 +56,16 @@ fn poll_now(fd: BorrowedFd<'_>) -> Events {
     Events::from_bits_retain(u32::from(fds[0].revents().bits()))
 }
 
-/// An epoll fd watching `fd` for every bit (plus `extra` flags such as ET).
-fn epoll_on(fd: BorrowedFd<'_>, extra: EventFlags) -> OwnedFd {
-    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll_create");
-    let flags = EventFlags::from_bits_retain(Events::all().bits()) | extra;
-    epoll::add(&ep, fd, EventData::new_u64(7), flags).expect("epoll add");
-    ep
+/// The epoll interest in every vpoll bit (registered with token 7 by these tests).
+fn every_bit() -> EventFlags {
+    EventFlags::from_bits_retain(Events::all().bits())
 }
 
 /// `epoll_wait` once; `None` timeout means the safety timeout. Returns (data, events).
 fn epoll_wait(ep: &OwnedFd, timeout: Option<Duration>) -> Vec<(u64, Events)> {
-    let t = timeout.unwrap_or(SAFETY);
-    let ts = Timespec {
-        tv_sec: t.as_secs() as _,
-        tv_nsec: t.subsec_nanos() as _,
-    };
-    let mut out = Vec::with_capacity(64);
-    epoll::wait(ep, spare_capacity(&mut out), Some(&ts)).expect("epoll_wait");
-    out.iter()
-        .map(|e| {
-            let (flags, data) = (e.flags, e.data);
-            (data.u64(), Events::from_bits_retain(flags.bits()))
-        })
+    greenfd_test_support::epoll_wait(ep, timeout.unwrap_or(SAFETY))
+        .into_iter()
+        .map(|(data, flags)| (data, Events::from_bits_retain(flags.bits())))
         .collect()
 }
 
@@ -104,7 +76,7 @@ fn every_mask_reaches_epoll_poll_and_select_exactly() {
     }
     let v = vpoll(Events::empty());
     assert_eq!(v.backend(), Backend::Fuse);
-    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    let ep = epoll_on(v.as_fd(), 7, every_bit());
     for n in 0..64 {
         let mask = combo(n);
         v.set(mask).unwrap();
@@ -136,7 +108,7 @@ fn each_bit_alone_wakes_a_blocked_epoll_wait() {
         return;
     }
     let v = vpoll(Events::empty());
-    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    let ep = epoll_on(v.as_fd(), 7, every_bit());
     for bit in BITS {
         std::thread::scope(|s| {
             let waiter = s.spawn(|| epoll_wait(&ep, None));
@@ -164,7 +136,7 @@ fn a_rise_racing_the_first_poll_or_a_sleeping_waiter_is_never_lost() {
             EventFlags::empty()
         };
         let ep = if i % 3 == 0 {
-            Some(epoll_on(v.as_fd(), et))
+            Some(epoll_on(v.as_fd(), 7, every_bit() | et))
         } else {
             None
         };
@@ -176,7 +148,7 @@ fn a_rise_racing_the_first_poll_or_a_sleeping_waiter_is_never_lost() {
                 let ep = match &ep {
                     Some(ep) => ep,
                     None => {
-                        own = epoll_on(v.as_fd(), et);
+                        own = epoll_on(v.as_fd(), 7, every_bit() | et);
                         &own
                     }
                 };
@@ -198,7 +170,7 @@ fn edge_triggered_epoll_reports_each_op_that_leaves_bits_set_once() {
         return;
     }
     let v = vpoll(Events::empty());
-    let ep = epoll_on(v.as_fd(), EventFlags::ET);
+    let ep = epoll_on(v.as_fd(), 7, every_bit() | EventFlags::ET);
     v.add(Events::IN).unwrap();
     assert_eq!(epoll_wait(&ep, None), vec![(7, Events::IN)]);
     assert_eq!(epoll_wait(&ep, Some(Duration::ZERO)), vec![], "ET: once");
@@ -270,7 +242,7 @@ fn the_fd_itself_takes_control_words_and_refuses_bad_ones() {
         return;
     }
     let v = vpoll(Events::empty());
-    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    let ep = epoll_on(v.as_fd(), 7, every_bit());
     // The server path (what a forked child uses), driven from here with raw write(2).
     let word = Op::Add.encode(Events::PRI | Events::RDHUP).to_ne_bytes();
     assert_eq!(rustix::io::write(v.as_fd(), &word), Ok(8));
@@ -755,7 +727,7 @@ fn ctl_from_another_process(role: &str) {
         .inherit_on_exec(true)
         .build()
         .unwrap();
-    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    let ep = epoll_on(v.as_fd(), 7, every_bit());
     let mut child = spawn_role(role, &[v.as_fd()]);
     let rx = lines_of(&mut child);
     // The child (a fresh program: no shared memory with us) sets OUT|PRI through the fd.
@@ -942,7 +914,7 @@ fn role_ctl() {
 /// Aborts this process's FUSE connection through fusectl, then checks what users see.
 fn role_abort() {
     let v = vpoll(Events::IN);
-    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    let ep = epoll_on(v.as_fd(), 7, every_bit());
     assert_eq!(epoll_wait(&ep, None), vec![(7, Events::IN)]);
     // The connection number is the minor of the device of the fd's filesystem.
     let minor = rustix::fs::minor(rustix::fs::fstat(&v).unwrap().st_dev);
@@ -986,7 +958,7 @@ fn role_legacy_mount() {
     // SAFETY: no other thread of this process reads the environment now.
     unsafe { std::env::set_var("GREENFD_VPOLL_FUSE_MOUNT", "legacy") };
     let v = vpoll(Events::empty());
-    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    let ep = epoll_on(v.as_fd(), 7, every_bit());
     v.add(Events::PRI | Events::HUP).unwrap();
     assert_eq!(epoll_wait(&ep, None), vec![(7, Events::PRI | Events::HUP)]);
     assert_eq!(vpoll_mounts(), Vec::<String>::new(), "detached");
@@ -1026,7 +998,7 @@ fn role_nocap() {
 /// allows when no lock was held at fork time; nothing else runs in this process then.
 fn role_fork_create() {
     let v = vpoll(Events::empty());
-    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    let ep = epoll_on(v.as_fd(), 7, every_bit());
     let raw = v.as_raw_fd();
     // SAFETY: see the function comment; the child ends with _exit.
     let pid = unsafe { libc::fork() };
@@ -1035,7 +1007,7 @@ fn role_fork_create() {
         let code = std::panic::catch_unwind(|| {
             let own = vpoll(Events::PRI);
             assert_eq!(own.backend(), Backend::Fuse);
-            let own_ep = epoll_on(own.as_fd(), EventFlags::empty());
+            let own_ep = epoll_on(own.as_fd(), 7, every_bit());
             own.add(Events::IN).unwrap();
             assert_eq!(
                 epoll_wait(&own_ep, None),
@@ -1079,7 +1051,7 @@ fn role_fork() {
     let v = vpoll(Events::empty());
     // Warm every code path the child will use, so it only touches initialised state.
     greenfd_vpoll::ctl_fd(v.as_fd(), Op::Del, Events::IN).unwrap();
-    let ep = epoll_on(v.as_fd(), EventFlags::empty());
+    let ep = epoll_on(v.as_fd(), 7, every_bit());
     let (ack_r, ack_w) = rustix::pipe::pipe().unwrap();
     let raw = v.as_raw_fd();
     // SAFETY: the child only makes async-signal-safe calls (fstat, write, read, nanosleep,
@@ -1145,7 +1117,7 @@ fn role_linger(how: &str) {
     for (i, v) in fds.iter().enumerate() {
         epoll::add(&ep, v, EventData::new_u64(i as u64), EventFlags::IN).unwrap();
     }
-    let quiet_ep = epoll_on(quiet.as_fd(), EventFlags::empty());
+    let quiet_ep = epoll_on(quiet.as_fd(), 7, every_bit());
     std::thread::spawn(move || {
         // Blocks in epoll_wait on a vpoll fd that never becomes ready.
         loop {

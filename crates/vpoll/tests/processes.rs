@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::{
-    assert_seen, backends, is_child, make, representable, run_child, visible, wait_child,
+use common::{assert_seen, make, representable, visible, wait_child};
+use greenfd_test_support::{
+    CHILD_PATIENCE, ThreadAlarm, backends, child_output, is_child, on_alarm_without_restart,
 };
 use greenfd_vpoll::{Backend, Builder, Events, Op, VpollFd, ctl_fd};
 use std::io::{BufRead, BufReader, Write};
@@ -92,7 +93,7 @@ fn sigpipe_child() {
 
 #[test]
 fn emulated_never_raises_sigpipe() {
-    let out = run_child("sigpipe_child", &[]);
+    let out = child_output("sigpipe_child", &[], CHILD_PATIENCE);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("sigpipe child ok"),
@@ -255,36 +256,10 @@ fn eintr_child() {
     }
     /// Signals delivered, to show the storm really hit this thread.
     static HITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    // SAFETY: the handler only bumps an atomic (async-signal-safe); the structs are
-    // zero-initialised plain data; the timer signals only this thread (SIGEV_THREAD_ID),
-    // so the harness's other thread never sees SIGALRM.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_alarm as *const () as usize;
-        sa.sa_flags = 0;
-        assert_eq!(libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()), 0);
-        let mut sev: libc::sigevent = std::mem::zeroed();
-        sev.sigev_notify = libc::SIGEV_THREAD_ID;
-        sev.sigev_signo = libc::SIGALRM;
-        sev.sigev_notify_thread_id = libc::gettid();
-        let mut timer: libc::timer_t = std::mem::zeroed();
-        assert_eq!(
-            libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut timer),
-            0
-        );
-        let tick = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 20_000,
-        };
-        let spec = libc::itimerspec {
-            it_interval: tick,
-            it_value: tick,
-        };
-        assert_eq!(
-            libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()),
-            0
-        );
-    }
+    // The handler only bumps an atomic (async-signal-safe); the timer signals only this
+    // thread (SIGEV_THREAD_ID), so the harness's other thread never sees SIGALRM.
+    on_alarm_without_restart(on_alarm);
+    let _storm = ThreadAlarm::start(std::time::Duration::from_micros(20));
     for b in backends() {
         let v = make(b, Events::empty());
         for i in 0..3000u32 {
@@ -311,7 +286,7 @@ fn eintr_child() {
 
 #[test]
 fn signals_without_sa_restart_never_surface_as_errors() {
-    let out = run_child("eintr_child", &[]);
+    let out = child_output("eintr_child", &[], CHILD_PATIENCE);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("eintr child ok"),

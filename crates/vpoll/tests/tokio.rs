@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::{SAFETY, backends, make};
+use common::{SAFETY, make};
+use greenfd_test_support::backends;
 use greenfd_vpoll::Events;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;

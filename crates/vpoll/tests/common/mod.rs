@@ -10,20 +10,6 @@ use std::time::Duration;
 /// The safety-net timeout for waits that must succeed (a bug fails instead of hanging).
 pub const SAFETY: Duration = Duration::from_secs(10);
 
-/// Every available backend; prints why each unavailable one is skipped.
-pub fn backends() -> Vec<Backend> {
-    Backend::ALL
-        .into_iter()
-        .filter(|b| match b.probe() {
-            Ok(()) => true,
-            Err(e) => {
-                eprintln!("skipping backend {b}: {e}");
-                false
-            }
-        })
-        .collect()
-}
-
 /// A fresh fd of backend `b` with `init` set.
 pub fn make(b: Backend, init: Events) -> VpollFd {
     Builder::new()
@@ -53,22 +39,27 @@ pub fn visible(b: Backend, logical: Events) -> Events {
     v
 }
 
+/// The six event bits, in order.
+pub const BITS: [Events; 6] = [
+    Events::IN,
+    Events::PRI,
+    Events::OUT,
+    Events::ERR,
+    Events::HUP,
+    Events::RDHUP,
+];
+
+/// Mask number `n` (0..64) as a combination of [`BITS`].
+pub fn combo(n: usize) -> Events {
+    BITS.iter()
+        .enumerate()
+        .filter(|(i, _)| n & (1 << i) != 0)
+        .fold(Events::empty(), |acc, (_, b)| acc | *b)
+}
+
 /// Every combination of the six event bits.
 pub fn all_masks() -> impl Iterator<Item = Events> {
-    (0u32..64).map(|i| {
-        let bits = [
-            Events::IN,
-            Events::PRI,
-            Events::OUT,
-            Events::ERR,
-            Events::HUP,
-            Events::RDHUP,
-        ];
-        bits.iter()
-            .enumerate()
-            .filter(|(k, _)| i & (1 << k) != 0)
-            .fold(Events::empty(), |acc, (_, b)| acc | *b)
-    })
+    (0..64).map(combo)
 }
 
 /// The interest mask that asks epoll for every bit.
@@ -81,24 +72,19 @@ fn epoll_interest() -> epoll::EventFlags {
 
 /// A new epoll instance watching `fd` for every bit, edge-triggered if `et`.
 pub fn epoll_watching(fd: BorrowedFd<'_>, et: bool) -> OwnedFd {
-    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).expect("epoll_create");
     let mut flags = epoll_interest();
     if et {
         flags |= epoll::EventFlags::ET;
     }
-    epoll::add(&ep, fd, epoll::EventData::new_u64(7), flags).expect("epoll_ctl ADD");
-    ep
+    greenfd_test_support::epoll_on(fd, 7, flags)
 }
 
 /// One `epoll_wait` on `ep`: the events reported (empty on timeout).
 pub fn epoll_once(ep: &OwnedFd, timeout: Duration) -> Events {
-    let mut buf: Vec<epoll::Event> = Vec::with_capacity(4);
-    let ts = Timespec::try_from(timeout).expect("timeout");
-    epoll::wait(ep, rustix::buffer::spare_capacity(&mut buf), Some(&ts)).expect("epoll_wait");
-    assert!(buf.len() <= 1, "one fd registered, {} events", buf.len());
-    buf.first().map_or(Events::empty(), |e| {
-        let (data, flags) = (e.data, e.flags);
-        assert_eq!(data.u64(), 7);
+    let evs = greenfd_test_support::epoll_wait(ep, timeout);
+    assert!(evs.len() <= 1, "one fd registered, {} events", evs.len());
+    evs.first().map_or(Events::empty(), |&(data, flags)| {
+        assert_eq!(data, 7);
         Events::from_bits_truncate(flags.bits())
     })
 }
@@ -185,28 +171,6 @@ pub fn assert_seen(v: &VpollFd, expect: Events, what: &str) {
         Events::empty(),
         "{b}: epoll ET second wait after {what}"
     );
-}
-
-/// Environment variable that tells a re-run of this test binary which child body to run.
-pub const CHILD_ENV: &str = "GREENFD_VPOLL_TEST_CHILD";
-
-/// Whether this process is a child re-run for the test `name`.
-pub fn is_child(name: &str) -> bool {
-    std::env::var(CHILD_ENV).as_deref() == Ok(name)
-}
-
-/// Re-runs this test binary for test `name` only, in child mode, with `envs` added;
-/// returns its output. Another process is the only safe way to change the
-/// environment or signal dispositions of a multithreaded test harness.
-pub fn run_child(name: &str, envs: &[(&str, &str)]) -> std::process::Output {
-    let exe = std::env::current_exe().expect("current_exe");
-    std::process::Command::new(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, name)
-        .envs(envs.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("spawn test child")
 }
 
 /// Waits (bounded by [`SAFETY`]) for child `pid` to exit; returns its wait status.
