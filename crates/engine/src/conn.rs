@@ -74,6 +74,8 @@ pub(crate) struct Conn {
     pub(crate) in_flush: bool,
     /// Close once the output is flushed, with this reason.
     pub(crate) closing: Option<DisconnectReason>,
+    /// The socket's `SO_RCVLOWAT` (1 unless a large partial frame is pending).
+    pub(crate) lowat: usize,
 }
 
 impl Conn {
@@ -92,6 +94,7 @@ impl Conn {
             in_ready: false,
             in_flush: false,
             closing: None,
+            lowat: 1,
         }
     }
 }

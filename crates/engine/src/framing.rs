@@ -59,6 +59,11 @@ pub struct ParseState {
     pub remaining: usize,
     /// A framing-specific stage (0 before anything is known about the frame).
     pub stage: u8,
+    /// After `NeedMore`: at least this many more bytes must arrive before the frame
+    /// can complete (0: unknown). The engine then asks the kernel not to wake it for
+    /// less (`SO_RCVLOWAT`), so a large request trickling in costs a few wake-ups
+    /// instead of one per packet.
+    pub need: usize,
 }
 
 /// Parts lists larger than this are freed after their frame instead of kept.
@@ -70,6 +75,7 @@ impl ParseState {
         self.pos = 0;
         self.remaining = 0;
         self.stage = 0;
+        self.need = 0;
         if self.parts.capacity() > KEEP_PARTS {
             // One huge request must not pin its argument list to the connection.
             self.parts = Vec::new();
@@ -335,6 +341,7 @@ impl Framing for LengthPrefixed {
             });
         }
         if buf.len() < total {
+            state.need = total - buf.len();
             Parsed::NeedMore
         } else {
             state.parts.push(header..total);

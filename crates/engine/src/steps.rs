@@ -12,12 +12,41 @@ use greenfd_reactor::{Interest, Mode};
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// `recv` calls one connection gets per loop iteration before others get a turn.
 const READ_BUDGET: usize = 16;
+
+/// A pending frame must need at least this many more bytes before the engine asks
+/// the kernel to hold wake-ups back (smaller frames complete in a packet or two).
+const LOWAT_MIN: usize = 16 * 1024;
+/// The most bytes the kernel is asked to gather before a wake-up.
+const LOWAT_MAX: usize = 256 * 1024;
+
+/// Sets `SO_RCVLOWAT`: `epoll` reports the socket readable only once `bytes` are
+/// queued (or at end of stream / error). rustix has no wrapper for it.
+#[allow(unsafe_code)]
+fn set_rcvlowat(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is a live socket for the duration of the call; the option value is
+    // a valid c_int whose size is passed alongside it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
 
 /// Whether an `accept` error means "out of fds or memory": pause, don't spin.
 fn is_resource_exhaustion(e: Errno) -> bool {
@@ -259,6 +288,23 @@ impl<F: Framing, H: Handler> Engine<F, H> {
             Ok(()) => {
                 if stopped_early && conn.closing.is_none() {
                     conn.stalled = true;
+                }
+                // A large frame still far from complete: don't wake for every packet.
+                let need = if conn.inbuf.is_empty() {
+                    0
+                } else {
+                    conn.parse.need
+                };
+                let lowat = if need >= LOWAT_MIN {
+                    need.min(LOWAT_MAX)
+                } else {
+                    1
+                };
+                if lowat != conn.lowat {
+                    match set_rcvlowat(conn.fd.as_fd(), lowat) {
+                        Ok(()) => conn.lowat = lowat,
+                        Err(e) => tracing::debug!(id = %id, error = %e, "SO_RCVLOWAT"),
+                    }
                 }
                 !stopped_early
             }

@@ -28,6 +28,8 @@ const MAX_ARGS: usize = 1024 * 1024;
 const MAX_INLINE: usize = 64 * 1024;
 /// Longest `*N` / `$N` header line.
 const MAX_HEADER: usize = 32;
+/// The shortest argument on the wire: `$0\r\n\r\n`.
+const MIN_ARG: usize = 6;
 /// Argument lists are reserved up to this many entries ahead of time.
 const RESERVE_ARGS: usize = 1024;
 
@@ -80,6 +82,9 @@ impl Resp {
     fn parse_args(&self, state: &mut ParseState, buf: &[u8]) -> Parsed {
         while state.remaining > 0 {
             let at = state.pos;
+            // Every argument still to come takes at least `$0\r\n\r\n`.
+            let at_least = state.remaining.saturating_mul(MIN_ARG);
+            state.need = at_least.saturating_sub(buf.len() - at.min(buf.len()));
             let Some(&first) = buf.get(at) else {
                 return Parsed::NeedMore;
             };
@@ -108,6 +113,7 @@ impl Resp {
             }
             if buf.len() < end {
                 // Only this argument's header is looked at again next time.
+                state.need = (end - buf.len()).saturating_add((state.remaining - 1) * MIN_ARG);
                 return Parsed::NeedMore;
             }
             if &buf[end - 2..end] != b"\r\n" {
@@ -117,6 +123,7 @@ impl Resp {
             state.pos = end;
             state.remaining -= 1;
         }
+        state.need = 0;
         Parsed::Frame(state.pos)
     }
 

@@ -8,8 +8,33 @@ use crate::frame::{Piece, Reply};
 use crate::store::Db;
 use greenfd_engine::{ConnId, Ctx, Frame, FrameError, Handler};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+/// Hashes a [`ConnId`] (already unique and well spread in its low bits) as itself.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Slot index in the low bits, generation in the high ones: mix them.
+        self.0 = n ^ (n >> 32).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Per-connection state by connection id.
+type Clients = HashMap<ConnId, Client, BuildHasherDefault<IdHasher>>;
 
 /// The engine handler of the Redis-protocol server.
 #[derive(Debug)]
@@ -17,7 +42,7 @@ pub struct RespServer {
     /// The shared store.
     db: Arc<Db>,
     /// Per-connection state (name, protocol, transaction).
-    clients: HashMap<ConnId, Client>,
+    clients: Clients,
     /// The reply being built, reused across requests.
     reply: Reply,
 }
@@ -27,7 +52,7 @@ impl RespServer {
     pub fn new(db: Arc<Db>) -> RespServer {
         RespServer {
             db,
-            clients: HashMap::new(),
+            clients: Clients::default(),
             reply: Reply::default(),
         }
     }
@@ -59,14 +84,25 @@ impl Handler for RespServer {
         if frame.part_count() == 0 {
             return;
         }
-        let args: Vec<&[u8]> = frame.parts().collect();
+        // Up to 8 arguments on the stack (nearly every request), more in a vector.
+        let mut small: [&[u8]; 8] = [&[]; 8];
+        let large: Vec<&[u8]>;
+        let args: &[&[u8]] = if frame.part_count() <= small.len() {
+            for (slot, part) in small.iter_mut().zip(frame.parts()) {
+                *slot = part;
+            }
+            &small[..frame.part_count()]
+        } else {
+            large = frame.parts().collect();
+            &large
+        };
         let db = &self.db;
         let client = self
             .clients
             .entry(id)
             .or_insert_with(|| Client::new(db.new_client_id()));
         self.reply.reset(ctx.room(), client.resp3);
-        let after = dispatch(&self.db, client, &args, &mut self.reply);
+        let after = dispatch(&self.db, client, args, &mut self.reply);
         if self.reply.overflowed() {
             // Checked while building: nothing past the budget was ever allocated.
             tracing::warn!(
@@ -80,8 +116,10 @@ impl Handler for RespServer {
         if !self.send_reply(ctx, id) || after == After::Close {
             ctx.close();
         }
-        // A large reply's buffer is not kept for the next one.
-        self.reply.reset(0, false);
+        if self.reply.len() > 64 * 1024 {
+            // A large reply's buffers are not kept for the next one.
+            self.reply.reset(0, false);
+        }
     }
 
     fn on_invalid(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, error: &FrameError) {

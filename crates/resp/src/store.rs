@@ -134,6 +134,10 @@ pub(crate) struct Shard {
 impl Shard {
     /// The live entry of `key` (one past its deadline is removed first).
     pub(crate) fn get(&mut self, key: &[u8], now: u64) -> Option<&mut Entry> {
+        if self.deadlines.is_empty() {
+            // No key has a deadline: one lookup.
+            return self.map.get_mut(key);
+        }
         let expired = self
             .map
             .get(key)
@@ -147,6 +151,16 @@ impl Shard {
 
     /// Stores `value` under `key` with deadline `expires`, replacing any entry.
     pub(crate) fn insert(&mut self, key: &[u8], value: Value, expires: Option<u64>) {
+        if self.deadlines.is_empty() && expires.is_none() {
+            // No deadline to keep in step: replace in place, or add with one copy.
+            if let Some(entry) = self.map.get_mut(key) {
+                *entry = Entry { value, expires };
+            } else {
+                self.map
+                    .insert(Bytes::copy_from_slice(key), Entry { value, expires });
+            }
+            return;
+        }
         let key = self.key_bytes(key);
         if let Some(old) = self.map.get(&key).and_then(|e| e.expires) {
             self.deadlines.remove(&(old, key.clone()));
@@ -295,22 +309,41 @@ impl Db {
 
     /// Locks the shards of `keys`, in index order.
     pub(crate) fn lock_keys<'a>(&'a self, keys: impl Iterator<Item = &'a [u8]>) -> Keys<'a> {
-        let mut indices: Vec<usize> = keys.map(|k| self.shard_of(k)).collect();
-        if indices.len() <= 1 || indices.iter().all(|&i| i == indices[0]) {
+        // The common case, every key in one shard, allocates nothing.
+        let mut first = None;
+        let mut others = Vec::new();
+        for i in keys.map(|k| self.shard_of(k)) {
+            match first {
+                None => first = Some(i),
+                Some(f) if f == i => {}
+                Some(_) => others.push(i),
+            }
+        }
+        let now = now_ms();
+        let Some(first) = first else {
             return Keys {
                 db: self,
-                one: indices.first().map(|&i| (i, self.lock(i))),
+                one: None,
                 all: Vec::new(),
-                now: now_ms(),
+                now,
+            };
+        };
+        if others.is_empty() {
+            return Keys {
+                db: self,
+                one: Some((first, self.lock(first))),
+                all: Vec::new(),
+                now,
             };
         }
-        indices.sort_unstable();
-        indices.dedup();
+        others.push(first);
+        others.sort_unstable();
+        others.dedup();
         Keys {
             db: self,
             one: None,
-            all: indices.into_iter().map(|i| (i, self.lock(i))).collect(),
-            now: now_ms(),
+            all: others.into_iter().map(|i| (i, self.lock(i))).collect(),
+            now,
         }
     }
 
