@@ -747,3 +747,46 @@ fn a_trickled_million_element_request_costs_at_most_twice_the_cpu() {
         "trickled {trickled} ns of CPU vs {at_once} ns at once"
     );
 }
+
+/// A client that pipelines GETs and never reads its replies stalls itself: the server
+/// stops reading its requests above `--pause-output`, so its memory stays bounded
+/// however long the client keeps writing.
+#[test]
+fn pipelined_gets_never_read_keep_server_memory_bounded() {
+    let server = Server::start(&["--resp"]);
+    let mut c = server.connect();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    // Small values are copied into replies, so each unread GET costs reply memory.
+    c.write_all(&command(&[b"SET", b"k", &[b'v'; 1000]]))
+        .unwrap();
+    assert_eq!(read_reply(&mut r).unwrap(), b"+OK\r\n");
+    let baseline = server.rss();
+    let batch: Vec<u8> = std::iter::repeat_n(command(&[b"GET", b"k"]), 1000)
+        .flatten()
+        .collect();
+    c.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut sent = 0usize;
+    // Until the kernel buffers on both sides are full and a write times out.
+    while c.write_all(&batch).is_ok() {
+        sent += batch.len();
+        assert!(sent < 4 << 30, "the server kept reading 4 GiB of requests");
+    }
+    let held = server.rss();
+    eprintln!(
+        "unread GETs: {} MiB of requests sent, RSS {} -> {} KiB",
+        sent >> 20,
+        baseline >> 10,
+        held >> 10
+    );
+    assert!(
+        held < baseline + (48 << 20),
+        "RSS grew from {} to {} KiB",
+        baseline >> 10,
+        held >> 10
+    );
+    // Another client is still served.
+    let mut other = server.connect();
+    let mut other_r = BufReader::new(other.try_clone().unwrap());
+    other.write_all(&command(&[b"PING"])).unwrap();
+    assert_eq!(read_reply(&mut other_r).unwrap(), b"+PONG\r\n");
+}
