@@ -137,8 +137,12 @@ fn ttl(c: &mut Call<'_, '_>) -> After {
         Some(e) => match e.expires {
             None => -1,
             Some(t) => {
-                let left = t.saturating_sub(now) as i64;
-                if millis { left } else { (left + 500) / 1000 }
+                let left = i64::try_from(t.saturating_sub(now)).unwrap_or(i64::MAX);
+                if millis {
+                    left
+                } else {
+                    left.saturating_add(500) / 1000
+                }
             }
         },
     };

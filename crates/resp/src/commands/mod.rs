@@ -150,12 +150,12 @@ pub(crate) fn count_arg(c: &mut Call<'_, '_>, at: usize) -> Result<Option<usize>
 pub(crate) fn index_range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
     let len = len as i64;
     let start = if start < 0 {
-        (len + start).max(0)
+        len.saturating_add(start).max(0)
     } else {
         start
     };
     let stop = if stop < 0 {
-        len + stop
+        len.saturating_add(stop)
     } else {
         stop.min(len - 1)
     };
@@ -175,6 +175,8 @@ mod tests {
         assert_eq!(index_range(5, 10, 5), None);
         assert_eq!(index_range(-100, 0, 5), Some((0, 0)));
         assert_eq!(index_range(0, -1, 0), None);
+        assert_eq!(index_range(i64::MIN, i64::MAX, 5), Some((0, 4)));
+        assert_eq!(index_range(i64::MIN, i64::MIN, 5), None);
     }
 
     #[test]
