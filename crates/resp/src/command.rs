@@ -8,6 +8,8 @@
 use crate::client::Client;
 use crate::frame::Reply;
 use crate::store::{Db, Keys};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
 /// What a command may do, as redis' command flags (a bit set).
@@ -176,6 +178,35 @@ pub fn commands() -> &'static [Command] {
     table()
 }
 
+/// FNV-1a: command names are short and trusted-shape, so a simple hash is enough.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// The table by lower-case name.
+fn by_name() -> &'static HashMap<&'static [u8], &'static Command, BuildHasherDefault<Fnv>> {
+    static BY_NAME: OnceLock<HashMap<&'static [u8], &'static Command, BuildHasherDefault<Fnv>>> =
+        OnceLock::new();
+    BY_NAME.get_or_init(|| table().iter().map(|c| (c.name.as_bytes(), c)).collect())
+}
+
 /// The command called `name` (any case).
 pub fn lookup(name: &[u8]) -> Option<&'static Command> {
     // Lower-cased on the stack: command names are short, and this runs per request.
@@ -183,11 +214,7 @@ pub fn lookup(name: &[u8]) -> Option<&'static Command> {
     let lower = buf.get_mut(..name.len())?;
     lower.copy_from_slice(name);
     lower.make_ascii_lowercase();
-    let table = table();
-    table
-        .binary_search_by(|c| c.name.as_bytes().cmp(lower))
-        .ok()
-        .map(|i| &table[i])
+    by_name().get(&*lower).copied()
 }
 
 /// Redis' unknown-command error.
@@ -250,18 +277,32 @@ pub fn execute(db: &Db, args: &[&[u8]], out: &mut Vec<u8>) -> After {
     after
 }
 
-/// Parses a Redis integer: optional `-`, digits, no leading zeros or `+`, fits `i64`.
+/// Parses a Redis integer (as its `string2ll`): optional `-`, digits, no leading zeros
+/// or `+`, no `-0`, fits `i64`.
 pub(crate) fn parse_i64(b: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(b).ok()?;
-    let digits = s.strip_prefix('-').unwrap_or(s);
+    let (negative, digits) = match b {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, b),
+    };
     if digits.is_empty()
-        || !digits.bytes().all(|c| c.is_ascii_digit())
-        || (digits.len() > 1 && digits.starts_with('0'))
-        || s == "-0"
+        || digits.len() > 19
+        || (digits[0] == b'0' && (digits.len() > 1 || negative))
     {
         return None;
     }
-    s.parse().ok()
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    if negative {
+        // Down to i64::MIN, whose magnitude is one more than i64::MAX.
+        (n <= i64::MAX as u64 + 1).then(|| (n as i64).wrapping_neg())
+    } else {
+        i64::try_from(n).ok()
+    }
 }
 
 #[cfg(test)]
@@ -304,8 +345,15 @@ mod tests {
             b" 1",
             b"1x",
             b"99999999999999999999",
+            b"9223372036854775808",
+            b"-9223372036854775809",
+            b"-",
+            b"--1",
         ] {
             assert_eq!(parse_i64(bad), None, "{bad:?}");
         }
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
     }
 }

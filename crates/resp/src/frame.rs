@@ -415,8 +415,9 @@ impl Reply {
     /// A `<type><number>\r\n` line.
     fn line(&mut self, kind: u8, n: i64) {
         if self.fits(BULK_OVERHEAD) {
-            let digits = n.to_string();
-            self.put(&[&[kind], digits.as_bytes(), b"\r\n"]);
+            let mut buf = [0u8; 20];
+            let digits = decimal(n, &mut buf);
+            self.put(&[&[kind], digits, b"\r\n"]);
         }
     }
 
@@ -446,8 +447,9 @@ impl Reply {
     /// `$len\r\nbytes\r\n`, copied.
     pub fn bulk(&mut self, b: &[u8]) {
         if self.fits(b.len() + BULK_OVERHEAD) {
-            let digits = b.len().to_string();
-            self.put(&[b"$", digits.as_bytes(), b"\r\n", b, b"\r\n"]);
+            let mut buf = [0u8; 20];
+            let digits = decimal(b.len() as i64, &mut buf);
+            self.put(&[b"$", digits, b"\r\n", b, b"\r\n"]);
         }
     }
 
@@ -457,8 +459,9 @@ impl Reply {
             return self.bulk(b);
         }
         if self.fits(b.len() + BULK_OVERHEAD) {
-            let digits = b.len().to_string();
-            self.put(&[b"$", digits.as_bytes(), b"\r\n"]);
+            let mut buf = [0u8; 20];
+            let digits = decimal(b.len() as i64, &mut buf);
+            self.put(&[b"$", digits, b"\r\n"]);
             self.shared.push((self.buf.len(), b.clone()));
             self.len += b.len();
             self.put(&[b"\r\n"]);
@@ -551,6 +554,25 @@ impl Reply {
             "ERR wrong number of arguments for '{cmd}' command"
         ));
     }
+}
+
+/// Writes `n` in decimal into `buf` (no allocation: this runs for every reply).
+fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    let mut m = n.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
 }
 
 /// Formats a double as redis does for scores: shortest round trip, `inf`/`-inf`.
@@ -709,6 +731,13 @@ mod tests {
             })
             .sum();
         assert!(copied < 1024, "copied {copied} bytes");
+    }
+
+    #[test]
+    fn decimals_format_every_i64() {
+        for n in [0, 7, -7, 10, 1234567890, i64::MAX, i64::MIN + 1] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
     }
 
     #[test]

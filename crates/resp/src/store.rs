@@ -9,6 +9,7 @@
 //! ([`Db::expire_cycle`] removes what is due without scanning the rest).
 
 use bytes::Bytes;
+use std::cell::Cell;
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -319,7 +320,7 @@ impl Db {
                 Some(_) => others.push(i),
             }
         }
-        let now = now_ms();
+        let now = Cell::new(0);
         let Some(first) = first else {
             return Keys {
                 db: self,
@@ -353,7 +354,7 @@ impl Db {
             db: self,
             one: None,
             all: (0..self.shards.len()).map(|i| (i, self.lock(i))).collect(),
-            now: now_ms(),
+            now: Cell::new(0),
         }
     }
 
@@ -411,14 +412,23 @@ pub(crate) struct Keys<'a> {
     one: Option<(usize, MutexGuard<'a, Shard>)>,
     /// The shards of a multi-shard command (sorted by index), or all of them.
     all: Vec<(usize, MutexGuard<'a, Shard>)>,
-    /// The command's clock (ms since the epoch): one instant for all its keys.
-    pub(crate) now: u64,
+    /// The command's clock (ms since the epoch), read on first use (0: not yet), so
+    /// a command on keys without deadlines never reads the clock.
+    now: Cell<u64>,
 }
 
 /// What a command's key was in a shard that is not locked (a bug, never input).
 const UNLOCKED: &str = "key outside the command's declared keys";
 
 impl<'a> Keys<'a> {
+    /// The command's instant: one for all its keys.
+    pub(crate) fn now(&self) -> u64 {
+        if self.now.get() == 0 {
+            self.now.set(now_ms());
+        }
+        self.now.get()
+    }
+
     /// The locked shard holding `key`, or `None` (a bug in a command's key spec).
     pub(crate) fn shard(&mut self, key: &[u8]) -> Option<&mut Shard> {
         let i = self.db.shard_of(key);
@@ -436,7 +446,8 @@ impl<'a> Keys<'a> {
 
     /// The live entry of `key`.
     pub(crate) fn get(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        let now = self.now;
+        let volatile = self.shard(key)?.volatile() > 0;
+        let now = if volatile { self.now() } else { 0 };
         self.shard(key)?.get(key, now)
     }
 
@@ -450,10 +461,9 @@ impl<'a> Keys<'a> {
 
     /// Removes a key; returns its entry if it was live.
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        let now = self.now;
-        let shard = self.shard(key)?;
-        let entry = shard.remove(key)?;
-        entry.expires.is_none_or(|t| t > now).then_some(entry)
+        let entry = self.shard(key)?.remove(key)?;
+        let live = entry.expires.is_none_or(|t| t > self.now());
+        live.then_some(entry)
     }
 
     /// Changes a live key's deadline.

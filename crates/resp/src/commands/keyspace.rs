@@ -98,7 +98,7 @@ fn expire(c: &mut Call<'_, '_>) -> After {
             .error("ERR GT and LT options at the same time are not compatible");
         return After::Continue;
     }
-    let now = c.keys.now as i64;
+    let now = c.keys.now() as i64;
     let when =
         if millis { Some(n) } else { n.checked_mul(1000) }.and_then(|ms| ms.checked_add(now));
     let Some(when) = when else {
@@ -131,7 +131,7 @@ fn expire(c: &mut Call<'_, '_>) -> After {
 /// TTL / PTTL key: -2 if missing, -1 without a deadline.
 fn ttl(c: &mut Call<'_, '_>) -> After {
     let millis = is(c.args[0], "pttl");
-    let now = c.keys.now;
+    let now = c.keys.now();
     let answer = match c.keys.get(c.args[1]) {
         None => -2,
         Some(e) => match e.expires {
@@ -174,7 +174,7 @@ fn type_(c: &mut Call<'_, '_>) -> After {
 /// KEYS pattern
 fn keys(c: &mut Call<'_, '_>) -> After {
     let pattern = c.args[1];
-    let now = c.keys.now;
+    let now = c.keys.now();
     let mut found = Vec::new();
     for shard in c.keys.shards() {
         found.extend(
@@ -235,7 +235,7 @@ fn scan(c: &mut Call<'_, '_>) -> After {
         i += 2;
     }
     let db = c.keys.db;
-    let now = c.keys.now;
+    let now = c.keys.now();
     let mut candidates = Vec::new();
     for shard in c.keys.shards() {
         candidates.extend(shard.live_keys(now).filter_map(|(k, e)| {

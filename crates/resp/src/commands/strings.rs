@@ -107,7 +107,7 @@ fn set_options(args: &[&[u8]], now: u64) -> Result<SetOptions, &'static str> {
 /// SET key value [NX | XX] [GET] [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL]
 fn set(c: &mut Call<'_, '_>) -> After {
     let (key, value) = (c.args[1], c.args[2]);
-    let o = match set_options(&c.args[3..], c.keys.now) {
+    let o = match set_options(&c.args[3..], c.keys.now()) {
         Ok(o) => o,
         Err(e) => {
             c.reply.error(e);
