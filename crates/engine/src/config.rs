@@ -8,7 +8,7 @@ pub struct Config {
     /// Most bytes queued for one connection (replies and cross-thread sends not yet
     /// accepted by the kernel). The engine stops reading a connection's requests while
     /// more than half of this is queued, so the replies to one frame should fit in the
-    /// other half; a reply that does not fit fails with [`SendError::Full`].
+    /// other half; a reply that does not fit fails with [`SendError::Full`](crate::SendError::Full).
     pub max_output: usize,
     /// Most simultaneous connections; accepting pauses at this count.
     pub max_connections: usize,
