@@ -6,9 +6,10 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Most bytes queued for one connection (replies and cross-thread sends not yet
-    /// accepted by the kernel). The engine stops reading a connection's requests while
-    /// more than half of this is queued, so the replies to one frame should fit in the
-    /// other half; a reply that does not fit fails with [`SendError::Full`](crate::SendError::Full).
+    /// accepted by the kernel; a shared buffer counts its full length though it is not
+    /// copied). A send past it fails with [`SendError::Full`](crate::SendError::Full);
+    /// reading pauses earlier, at [`Config::pause_output`], so the replies to one frame
+    /// have the rest ([`Ctx::room`](crate::Ctx::room) tells how much).
     pub max_output: usize,
     /// Most simultaneous connections; accepting pauses at this count.
     pub max_connections: usize,
