@@ -36,7 +36,9 @@ def test_connect_with_default_settings_logs_no_warning(caplog):
     assert client.ping() is True
     conn = client.connection_pool.get_connection()
     try:
-        assert conn.protocol in (2, 3, "3", "2")
+        # redis-py 8 asks for RESP3 with HELLO 3 by default; it must not fall back to RESP2.
+        assert not getattr(conn, "_resp2_fallback", False)
+        print("negotiated protocol", conn.protocol)
     finally:
         client.connection_pool.release(conn)
     client.close()
