@@ -4,18 +4,26 @@
 #   PREFIX/lib/libvpoll.so.0   (SONAME libvpoll.so.0) and the link libvpoll.so -> libvpoll.so.0
 #   PREFIX/lib/libvpoll.a
 #   PREFIX/lib/pkgconfig/vpoll.pc
+#   PREFIX/share/man/man3/vpoll.3, vpoll_create.3, vpoll_ctl.3, vpoll_close.3
 # so that an unmodified libvpoll program builds with
 #   cc prog.c $(pkg-config --cflags --libs vpoll)
-# Honours CARGO_TARGET_DIR and CARGO like any cargo invocation.
+# The libraries are built with the release profile and installed stripped (the shared
+# library keeps its dynamic symbols, the archive loses only its debug info); --debug builds
+# the dev profile instead (still stripped).
+# --with-cli also builds the greenfd command and installs PREFIX/bin/greenfd and
+# PREFIX/share/man/man1/greenfd.1 (and greenfd-SUBCOMMAND.1), generated from the command's
+# own argument definitions.
+# Honours CARGO_TARGET_DIR, CARGO and STRIP like any cargo/make invocation.
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 --prefix DIR [--release]" >&2
+  echo "usage: $0 --prefix DIR [--debug] [--with-cli]" >&2
   exit 2
 }
 
 prefix=""
-profile_args=()
+profile_args=(--release)
+with_cli=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix)
@@ -29,6 +37,14 @@ while [ $# -gt 0 ]; do
       ;;
     --release)
       profile_args=(--release)
+      shift
+      ;;
+    --debug)
+      profile_args=()
+      shift
+      ;;
+    --with-cli)
+      with_cli=1
       shift
       ;;
     -h | --help) usage ;;
@@ -80,11 +96,38 @@ done
 static_libs=$(grep -o 'native-static-libs: .*' "$scratch/build.log" | head -n 1 | sed 's/^native-static-libs: //')
 [ -n "$static_libs" ] || static_libs="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
 
-install -d "$prefix/include" "$prefix/lib/pkgconfig"
+strip=${STRIP:-strip}
+install -d "$prefix/include" "$prefix/lib/pkgconfig" "$prefix/share/man/man3"
 install -m 0644 "$header" "$prefix/include/vpoll.h"
 install -m 0755 "$so" "$prefix/lib/libvpoll.so.0"
+# Symbols other programs need (the dynamic table) stay; debug info and the static symbol
+# table go (the unstripped library is 8.5 MB, almost all DWARF).
+"$strip" --strip-unneeded "$prefix/lib/libvpoll.so.0"
 ln -sfn libvpoll.so.0 "$prefix/lib/libvpoll.so"
 install -m 0644 "$archive" "$prefix/lib/libvpoll.a"
+# Only debug info: the archive's symbol table is what the linker resolves against.
+"$strip" --strip-debug "$prefix/lib/libvpoll.a"
+for page in vpoll vpoll_create vpoll_ctl vpoll_close; do
+  install -m 0644 "$workspace/crates/vpoll-capi/man/$page.3" "$prefix/share/man/man3/$page.3"
+done
+
+if [ "$with_cli" = 1 ]; then
+  (cd "$workspace" &&
+    "$cargo" build -p greenfd --bin greenfd "${profile_args[@]}" \
+      --message-format=json-render-diagnostics) >"$scratch/cli.json"
+  cli=$(grep '"executable":"[^"]*/greenfd"' "$scratch/cli.json" | grep -o '"executable":"[^"]*"' |
+    head -n 1 | sed 's/^"executable":"//; s/"$//')
+  if [ -z "$cli" ] || [ ! -x "$cli" ]; then
+    echo "install-capi: the greenfd build produced no executable" >&2
+    exit 1
+  fi
+  install -d "$prefix/bin" "$prefix/share/man/man1"
+  install -m 0755 "$cli" "$prefix/bin/greenfd"
+  "$strip" --strip-unneeded "$prefix/bin/greenfd"
+  # The pages come from the command's clap definition, so they always match the binary:
+  # greenfd.1 and one greenfd-SUBCOMMAND.1 per subcommand.
+  "$prefix/bin/greenfd" manpage --dir "$prefix/share/man/man1"
+fi
 cat >"$prefix/lib/pkgconfig/vpoll.pc" <<EOF
 prefix=$prefix
 exec_prefix=\${prefix}

@@ -1,7 +1,14 @@
-//! The vpoll scenario (DESIGN §2): each backend's cycle (ADD IN → `epoll_wait` →
-//! DEL IN) and create+close, beside the floors they cannot beat: the eventfd cycle,
-//! a bare socketpair cycle (the Emulated backend's own kernel object), and an eventfd
-//! ping-pong between two threads (the Fuse backend answers from a server thread).
+//! The vpoll scenario: each backend's cycle (ADD IN → `epoll_wait` → DEL IN) and
+//! create+close, beside the floors they cannot beat: the eventfd cycle, a bare socketpair
+//! cycle (the Emulated backend's own kernel object), and an eventfd ping-pong between two
+//! threads (the Fuse backend answers from a server thread). The Fuse cycle is measured once
+//! per FUSE route (each route's filesystem is mounted in this process).
+//!
+//! The C ABI (`vpoll_create`/`vpoll_ctl`/`vpoll_close` of greenfd-vpoll-capi, the code
+//! `libvpoll.so.0` exports) is compared with Debian's libvpoll 0.1 (package libvpoll0),
+//! `dlopen`ed into the same process, both on their socketpair emulators: the C ABI's
+//! emulated backend is forced with `GREENFD_VPOLL_BACKEND=emulated` for those probes, as a
+//! C user would force it.
 //!
 //! Micro-operations are measured as [`Probe`]s sampled in interleaved slices
 //! ([`sample_probes`]), so a burst of noise hits ours and the floor alike.
@@ -10,7 +17,7 @@ use crate::measure::{Probe, Samples, ns_per_op, sample_probes};
 use crate::pin::{self, Placement};
 use crate::report::{Goal, Row};
 use crate::scenarios::{Plan, Progress};
-use greenfd_vpoll::{Backend, Builder, Events, VpollFd};
+use greenfd_vpoll::{Backend, Builder, Events, FuseRoute, VpollFd};
 use rustix::event::{EventfdFlags, Timespec, epoll, eventfd};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 use std::io;
@@ -18,6 +25,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 /// One comparison a scenario reports.
+#[derive(Clone, Copy)]
 struct Compare {
     /// Row label (the placement is appended).
     label: &'static str,
@@ -31,7 +39,37 @@ struct Compare {
 
 /// The comparisons `greenfd-bench vpoll` reports (rows whose probes did not run, for
 /// unavailable backends, are left out).
-const VPOLL_COMPARE: [Compare; 12] = [
+const VPOLL_COMPARE: [Compare; 16] = [
+    Compare {
+        label: "C ABI cycle, emulated, vs Debian libvpoll 0.1",
+        ours: "C ABI emulated cycle",
+        peer: "Debian libvpoll cycle",
+        goal: Goal::AtMost(1.10),
+    },
+    Compare {
+        label: "C ABI create+close, emulated, vs Debian libvpoll 0.1",
+        ours: "C ABI emulated create+close",
+        peer: "Debian libvpoll create+close",
+        goal: Goal::AtMost(1.0),
+    },
+    Compare {
+        label: "fuse cycle, route direct, vs thread round trip",
+        ours: "fuse cycle (direct)",
+        peer: "eventfd thread round trip",
+        goal: Goal::AtMost(2.0),
+    },
+    Compare {
+        label: "fuse cycle, route userns, vs thread round trip",
+        ours: "fuse cycle (userns)",
+        peer: "eventfd thread round trip",
+        goal: Goal::AtMost(2.0),
+    },
+    Compare {
+        label: "fuse cycle, route fusermount, vs thread round trip",
+        ours: "fuse cycle (fusermount)",
+        peer: "eventfd thread round trip",
+        goal: Goal::AtMost(2.0),
+    },
     Compare {
         label: "kernel cycle vs eventfd floor",
         ours: "kernel cycle",
@@ -87,12 +125,6 @@ const VPOLL_COMPARE: [Compare; 12] = [
         goal: Goal::Info,
     },
     Compare {
-        label: "fuse cycle vs thread round trip",
-        ours: "fuse cycle",
-        peer: "eventfd thread round trip",
-        goal: Goal::AtMost(2.0),
-    },
-    Compare {
         label: "fuse cycle vs eventfd floor",
         ours: "fuse cycle",
         peer: "eventfd cycle",
@@ -118,11 +150,38 @@ pub fn run(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
             }
         })
         .collect();
+    let routes: Vec<FuseRoute> = if backends.contains(&Backend::Fuse) {
+        FuseRoute::ALL
+            .into_iter()
+            .filter(|r| match r.probe() {
+                Ok(()) => true,
+                Err(e) => {
+                    progress(&format!("vpoll: fuse route {r} rows skipped: {e}"));
+                    false
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let debian = match capi::Debian::load() {
+        Ok(lib) => Some(lib),
+        Err(e) => {
+            progress(&format!("vpoll: C ABI rows skipped: {e}"));
+            None
+        }
+    };
     let mut out = Vec::new();
     for placement in Placement::BOTH {
         progress(&format!("vpoll ({})", placement.label()));
         let _guard = pin::apply(placement)?;
         let mut probes = vpoll_probes(&backends)?;
+        for &r in &routes {
+            probes.push(fuse_route_cycle(r)?);
+        }
+        if let Some(lib) = debian {
+            probes.extend(capi::probes(lib)?);
+        }
         let samples = sample_probes(&mut probes, plan.rounds, plan.sample)?;
         out.extend(rows(&VPOLL_COMPARE, &probes, &samples, placement));
     }
@@ -290,6 +349,26 @@ fn vpoll_cycle(name: &'static str, backend: Backend) -> io::Result<Probe> {
     }))
 }
 
+/// The Fuse cycle on the filesystem of one route.
+fn fuse_route_cycle(route: FuseRoute) -> io::Result<Probe> {
+    let name = match route {
+        FuseRoute::Direct => "fuse cycle (direct)",
+        FuseRoute::Userns => "fuse cycle (userns)",
+        FuseRoute::Fusermount => "fuse cycle (fusermount)",
+    };
+    let v = Builder::new()
+        .backend(Backend::Fuse)
+        .fuse_route(route)
+        .build()?;
+    let ep = epoll_in(v.as_fd())?;
+    Ok(Probe::new(name, move || {
+        v.add(Events::IN)?;
+        wait_one(&ep)?;
+        v.del(Events::IN)?;
+        Ok(())
+    }))
+}
+
 /// Creating and closing one vpoll fd.
 fn create_close(name: &'static str, backend: Backend) -> Probe {
     Probe::new(name, move || {
@@ -337,6 +416,178 @@ fn thread_round_trip() -> Probe {
     }
 }
 
+#[allow(unsafe_code)] // dlopen/dlsym and calls through C function pointers.
+mod capi {
+    //! The C ABI probes: greenfd's (linked in) beside Debian's libvpoll 0.1 (`dlopen`ed).
+
+    use super::{epoll_in, wait_one};
+    use crate::measure::Probe;
+    use std::ffi::{CStr, c_int, c_void};
+    use std::io;
+    use std::os::fd::BorrowedFd;
+
+    /// `vpoll_create`.
+    type CreateFn = unsafe extern "C" fn(u32, c_int) -> c_int;
+    /// `vpoll_ctl`.
+    type CtlFn = unsafe extern "C" fn(c_int, c_int, u32) -> c_int;
+    /// `vpoll_close`.
+    type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
+
+    /// Where Debian installs libvpoll 0.1 (package libvpoll0).
+    const DEBIAN_PATHS: [&CStr; 3] = [
+        c"/usr/lib/x86_64-linux-gnu/libvpoll.so.0",
+        c"/usr/lib/aarch64-linux-gnu/libvpoll.so.0",
+        c"/usr/lib/libvpoll.so.0",
+    ];
+
+    /// Debian's three functions, from the library `dlopen`ed for the whole run.
+    #[derive(Clone, Copy)]
+    pub(super) struct Debian {
+        /// `vpoll_create`.
+        create: CreateFn,
+        /// `vpoll_ctl`.
+        ctl: CtlFn,
+        /// `vpoll_close`.
+        close: CloseFn,
+    }
+
+    impl Debian {
+        /// Loads Debian's library by its path (not by SONAME, which greenfd's shares);
+        /// the handle is never closed.
+        pub(super) fn load() -> io::Result<Debian> {
+            for path in DEBIAN_PATHS {
+                // SAFETY: a NUL-terminated path; libvpoll has no constructors with
+                // preconditions.
+                let handle =
+                    unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+                if handle.is_null() {
+                    continue;
+                }
+                let sym = |name: &CStr| -> io::Result<*mut c_void> {
+                    // SAFETY: a live handle and a NUL-terminated name.
+                    let p = unsafe { libc::dlsym(handle, name.as_ptr()) };
+                    if p.is_null() {
+                        Err(io::Error::other(format!("{path:?} lacks {name:?}")))
+                    } else {
+                        Ok(p)
+                    }
+                };
+                let (create, ctl, close) = (
+                    sym(c"vpoll_create")?,
+                    sym(c"vpoll_ctl")?,
+                    sym(c"vpoll_close")?,
+                );
+                // SAFETY: the symbols are libvpoll's functions, with these C signatures
+                // (vpoll.h), and the library stays loaded for the rest of the process.
+                return Ok(unsafe {
+                    Debian {
+                        create: std::mem::transmute::<*mut c_void, CreateFn>(create),
+                        ctl: std::mem::transmute::<*mut c_void, CtlFn>(ctl),
+                        close: std::mem::transmute::<*mut c_void, CloseFn>(close),
+                    }
+                });
+            }
+            Err(io::Error::other(
+                "Debian's libvpoll 0.1 is not installed (package libvpoll0)",
+            ))
+        }
+    }
+
+    /// One library's three functions.
+    #[derive(Clone, Copy)]
+    struct Abi {
+        /// `vpoll_create`.
+        create: CreateFn,
+        /// `vpoll_ctl`.
+        ctl: CtlFn,
+        /// `vpoll_close`.
+        close: CloseFn,
+    }
+
+    /// greenfd's own C ABI functions (what `libvpoll.so.0` exports), called from Rust.
+    extern "C" fn ours_create(e: u32, f: c_int) -> c_int {
+        vpoll::vpoll_create(e, f)
+    }
+    /// See [`ours_create`].
+    extern "C" fn ours_ctl(fd: c_int, op: c_int, e: u32) -> c_int {
+        vpoll::vpoll_ctl(fd, op, e)
+    }
+    /// See [`ours_create`].
+    extern "C" fn ours_close(fd: c_int) -> c_int {
+        vpoll::vpoll_close(fd)
+    }
+
+    /// The last C error as an `io::Error`.
+    fn last(what: &str) -> io::Error {
+        let e = io::Error::last_os_error();
+        io::Error::new(e.kind(), format!("{what}: {e}"))
+    }
+
+    /// The cycle (ADD IN → `epoll_wait` → DEL IN) through one library's ABI.
+    fn cycle(name: &'static str, abi: Abi) -> io::Result<Probe> {
+        // SAFETY: libvpoll's create with valid arguments.
+        let fd = unsafe { (abi.create)(0, libc::FD_CLOEXEC) };
+        if fd < 0 {
+            return Err(last("vpoll_create"));
+        }
+        // SAFETY: `fd` stays open until the probe is dropped (never: the run ends first).
+        let ep = epoll_in(unsafe { BorrowedFd::borrow_raw(fd) })?;
+        let (add, del) = (libc::EPOLLIN as u32, libc::EPOLLIN as u32);
+        Ok(Probe::new(name, move || {
+            // SAFETY: libvpoll's ctl on the fd it created.
+            if unsafe { (abi.ctl)(fd, 1, add) } != 0 {
+                return Err(last("vpoll_ctl ADD"));
+            }
+            wait_one(&ep)?;
+            // SAFETY: as above.
+            if unsafe { (abi.ctl)(fd, 2, del) } != 0 {
+                return Err(last("vpoll_ctl DEL"));
+            }
+            Ok(())
+        }))
+    }
+
+    /// Creating and closing one fd through one library's ABI.
+    fn create_close(name: &'static str, abi: Abi) -> Probe {
+        Probe::new(name, move || {
+            // SAFETY: libvpoll's create with valid arguments.
+            let fd = unsafe { (abi.create)(0, libc::FD_CLOEXEC) };
+            if fd < 0 {
+                return Err(last("vpoll_create"));
+            }
+            // SAFETY: closing the fd just created.
+            if unsafe { (abi.close)(fd) } != 0 {
+                return Err(last("vpoll_close"));
+            }
+            Ok(())
+        })
+    }
+
+    /// The C ABI probes of both libraries. greenfd's is forced onto its emulated backend
+    /// (`GREENFD_VPOLL_BACKEND=emulated`, set for the rest of the run).
+    pub(super) fn probes(debian: Debian) -> io::Result<Vec<Probe>> {
+        // SAFETY: the bench sets this before the C ABI probes run, from the thread that
+        // runs the scenarios; no other thread of the bench reads the environment then.
+        unsafe { std::env::set_var(greenfd_vpoll::BACKEND_ENV, "emulated") };
+        let ours = Abi {
+            create: ours_create,
+            ctl: ours_ctl,
+            close: ours_close,
+        };
+        let theirs = Abi {
+            create: debian.create,
+            ctl: debian.ctl,
+            close: debian.close,
+        };
+        Ok(vec![
+            cycle("C ABI emulated cycle", ours)?,
+            cycle("Debian libvpoll cycle", theirs)?,
+            create_close("C ABI emulated create+close", ours),
+            create_close("Debian libvpoll create+close", theirs),
+        ])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +614,12 @@ mod tests {
         );
         assert!(made.iter().all(|r| r.ratio().is_finite()));
         // Rows do not appear for probes that did not run (no fuse probe here).
-        assert!(rows(&VPOLL_COMPARE[9..10], &probes, &samples, Placement::Pinned).is_empty());
+        let fuse_rows: Vec<Compare> = VPOLL_COMPARE
+            .iter()
+            .filter(|c| c.ours.starts_with("fuse cycle"))
+            .copied()
+            .collect();
+        assert_eq!(fuse_rows.len(), 4);
+        assert!(rows(&fuse_rows, &probes, &samples, Placement::Pinned).is_empty());
     }
 }

@@ -38,6 +38,69 @@ enum Command {
     Serve(serve::Args),
     /// Serve TAP devices that answer ARP and ICMP echo, one task per device.
     Tap(tap::Args),
+    /// Print the greenfd(1) manual page (roff), generated from these definitions; with
+    /// `--dir`, write it and one page per subcommand there instead.
+    #[command(hide = true)]
+    Manpage(ManpageArgs),
+}
+
+/// Options of the hidden `greenfd manpage`.
+#[derive(clap::Args)]
+struct ManpageArgs {
+    /// Write greenfd.1 and greenfd-SUBCOMMAND.1 into this directory.
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+}
+
+/// What every page of the greenfd manual ends with: the environment and related pages.
+const MAN_TAIL: &str = r#".SH ENVIRONMENT
+.TP
+.B GREENFD_VPOLL_BACKEND
+kernel, device, fuse or emulated: forces the vpoll backend.
+.TP
+.B GREENFD_VPOLL_FUSE_ROUTE
+direct, userns, fusermount or legacy: forces how the fuse backend mounts its filesystem.
+.TP
+.B RUST_LOG
+log filter when
+.B \-\-log
+is not given.
+.SH SEE ALSO
+.BR vpoll (3),
+.BR vpoll_create (3),
+.BR vpoll_ctl (3),
+.BR vpoll_close (3)
+"#;
+
+/// Writes greenfd(1) (and with `--dir`, one page per subcommand): the clap definition
+/// rendered by clap_mangen, so the pages always match the binary
+/// (`scripts/install-capi.sh --with-cli` installs them).
+fn manpage(args: ManpageArgs) -> CliResult {
+    use clap::CommandFactory;
+    use std::io::Write;
+    // Every page a page names exists: `help` gets none (`--help` is on every page).
+    let cli = Cli::command().disable_help_subcommand(true);
+    let render = |cmd: clap::Command, out: &mut dyn Write| -> CliResult {
+        clap_mangen::Man::new(cmd).render(out)?;
+        out.write_all(MAN_TAIL.as_bytes())?;
+        Ok(())
+    };
+    let Some(dir) = args.dir else {
+        return render(cli, &mut std::io::stdout().lock());
+    };
+    std::fs::create_dir_all(&dir)?;
+    for sub in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let name = format!("greenfd-{}", sub.get_name());
+        let page = sub
+            .clone()
+            .display_name(name.clone())
+            .bin_name(format!("greenfd {}", sub.get_name()));
+        render(
+            page,
+            &mut std::fs::File::create(dir.join(format!("{name}.1")))?,
+        )?;
+    }
+    render(cli, &mut std::fs::File::create(dir.join("greenfd.1"))?)
 }
 
 fn main() -> ExitCode {
@@ -56,6 +119,7 @@ fn main() -> ExitCode {
         Command::Probe(a) => probe::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Tap(a) => tap::run(a),
+        Command::Manpage(a) => manpage(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

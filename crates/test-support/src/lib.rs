@@ -54,6 +54,31 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A fresh directory under the temp dir, readable and searchable by every user, holding
+/// `files` (hard links where possible, else copies), for tests that run programs as
+/// another user (uid 65534): the checkout may sit in a directory that user cannot enter
+/// (e.g. under /root, mode 0700). The caller removes it with `std::fs::remove_dir_all`.
+pub fn copies_for_any_user(files: &[&Path]) -> io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("greenfd-any-user.{}.{n}", std::process::id()));
+    std::fs::create_dir(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    for f in files {
+        let name = f
+            .file_name()
+            .ok_or_else(|| io::Error::other(format!("{} has no file name", f.display())))?;
+        let to = dir.join(name);
+        if std::fs::hard_link(f, &to).is_err() {
+            std::fs::copy(f, &to)?;
+        }
+        let mode = std::fs::metadata(&to)?.permissions().mode() | 0o444;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(dir)
+}
+
 /// Whether `tool` is on `PATH`; prints why the calling test skips if not.
 pub fn have(tool: &str) -> bool {
     let found = which(tool).is_some();

@@ -6,7 +6,10 @@
 //! example, reports a hang-up as `EPOLLHUP|EPOLLIN|EPOLLRDHUP` (`2011`). This crate exports
 //! the same three functions with the same header, SONAME and pkg-config name, backed by
 //! greenfd-vpoll, so an unmodified libvpoll program gets greenfd's best backend (the FUSE
-//! one reports every bit exactly on a stock kernel). `GREENFD_VPOLL_BACKEND` forces one.
+//! one reports every bit exactly on a stock kernel, for every user: root mounts directly, other
+//! users through a user namespace or `fusermount3`). `GREENFD_VPOLL_BACKEND` forces a
+//! backend and `GREENFD_VPOLL_FUSE_ROUTE` a FUSE route; the man pages vpoll(3),
+//! vpoll_create(3), vpoll_ctl(3) and vpoll_close(3) (in `man/`) describe it all.
 //!
 //! # Install
 //!
@@ -14,9 +17,11 @@
 //! scripts/install-capi.sh --prefix /usr/local [--release]
 //! ```
 //!
-//! builds this crate and lays out
-//! `PREFIX/include/vpoll.h`, `PREFIX/lib/libvpoll.so.0` (SONAME `libvpoll.so.0`) with the
-//! development link `libvpoll.so`, `PREFIX/lib/libvpoll.a` and `PREFIX/lib/pkgconfig/vpoll.pc`.
+//! builds this crate (release profile) and lays out
+//! `PREFIX/include/vpoll.h`, `PREFIX/lib/libvpoll.so.0` (SONAME `libvpoll.so.0`, stripped,
+//! exporting exactly the three functions) with the development link `libvpoll.so`,
+//! `PREFIX/lib/libvpoll.a` (without debug info), `PREFIX/lib/pkgconfig/vpoll.pc` and
+//! `PREFIX/share/man/man3/vpoll{,_create,_ctl,_close}.3`.
 //! A program then builds with `cc prog.c $(pkg-config --cflags --libs vpoll)`, or with the
 //! library linked in statically:
 //!
@@ -44,6 +49,10 @@
 //! * `vpoll_create` fails with `ENODEV` when no backend is available, or when
 //!   `GREENFD_VPOLL_BACKEND` names an unknown or unavailable one.
 //! * `vpoll_close(fd)`: a descriptor that is not a vpoll fd gives `EBADF` and stays open.
+//! * Cost: `vpoll_ctl` makes the system call that does the work plus at most one that
+//!   recognises the descriptor (greenfd-vpoll keeps a per-number record of the fds this
+//!   process created, verified by socket cookie or inode, so a reused number is never
+//!   mistaken for a vpoll fd); a closed number fails that check with `EBADF`.
 //! * No Rust panic crosses the ABI: it becomes `-1` with `errno = EIO`.
 //! * With the emulated backend a hang-up reads as `EPOLLHUP|EPOLLIN|EPOLLRDHUP`, as with
 //!   libvpoll's emulator.
@@ -67,9 +76,9 @@
 //! assert_eq!(vpoll_close(fd), 0);
 //! ```
 
-use greenfd_vpoll::{Builder, Error, Events, Op, Result, backend_of, close_fd, ctl_fd};
+use greenfd_vpoll::{Builder, Error, Events, Op, Result, close_raw_fd, ctl_fd};
 use std::ffi::c_int;
-use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// `vpoll_ctl` op: set `events` in addition to those already pending.
@@ -156,16 +165,17 @@ fn ctl(fd: RawFd, op: c_int, events: u32) -> Result<()> {
         // Bits greenfd cannot set are never set, so clearing them is a no-op.
         Op::Del => no_input_flags(events).map(Events::from_bits_truncate)?,
     };
-    with_open(fd, |fd| ctl_fd(fd, op, events))
+    // No check that `fd` is open first: identifying it fails with EBADF on a closed
+    // number, so `ctl_fd` makes at most one system call besides the one that does the work.
+    with_number(fd, |fd| ctl_fd(fd, op, events))
 }
 
 /// `vpoll_close` on Rust types.
 fn close(fd: RawFd) -> Result<()> {
     // A descriptor that is not ours stays open: closing it would pull it from under its owner.
-    with_open(fd, backend_of)?;
-    // SAFETY: `fd` is open and a vpoll fd, and `vpoll_close` hands its ownership to us.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    close_fd(owned)
+    // SAFETY: `vpoll_close` hands the ownership of `fd` to us; it is closed only if it is a
+    // vpoll fd.
+    unsafe { close_raw_fd(fd) }
 }
 
 /// `events` if every bit is one greenfd can deliver, else `EINVAL`.
@@ -185,24 +195,23 @@ fn no_input_flags(events: u32) -> Result<u32> {
     Ok(events)
 }
 
-/// Runs `f` on a descriptor number from the C caller after checking that it is open
-/// (`EBADF` otherwise, as the kernel reports it).
-fn with_open<T>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> Result<T>) -> Result<T> {
+/// Runs `f` on a descriptor number from the C caller (`EBADF` for a negative one). `f`
+/// must fail with [`Error::NotVpoll`] (`EBADF`) on a number that is not open, as the
+/// identification in `greenfd-vpoll` does.
+fn with_number<T>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> Result<T>) -> Result<T> {
     if fd < 0 {
         return Err(Error::NotVpoll);
     }
-    // SAFETY: F_GETFD reads the descriptor flags of any number; it fails on a closed one.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(Error::NotVpoll);
-    }
-    // SAFETY: the descriptor is open and the C caller keeps it open during this call, as for
-    // any syscall on it; the borrow ends when `f` returns.
+    // SAFETY: the C caller keeps the number as it is during this call, as for any system
+    // call on it; a closed number only makes the system calls on it fail with EBADF, and
+    // the borrow ends when `f` returns.
     f(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::FromRawFd;
 
     #[test]
     fn constants_match_libvpoll_and_vpoll_ops() {

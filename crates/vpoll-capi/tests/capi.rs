@@ -414,3 +414,341 @@ fn header_works_from_cxx() {
     }
     assert_ok("cxx_header.cpp", &run_program(prefix, &exe, &[], None));
 }
+
+/// The installed manual pages.
+const MAN_PAGES: [&str; 4] = ["vpoll", "vpoll_create", "vpoll_ctl", "vpoll_close"];
+
+#[test]
+fn installs_lean_stripped_libraries() {
+    let Some(prefix) = prefix_or_skip("installs_lean_stripped_libraries") else {
+        return;
+    };
+    let so = prefix.join("lib/libvpoll.so.0");
+    let size = std::fs::metadata(&so).unwrap().len();
+    assert!(
+        size <= 1 << 20,
+        "libvpoll.so.0 is {size} bytes, more than 1 MiB"
+    );
+    for lib in ["lib/libvpoll.so.0", "lib/libvpoll.a"] {
+        let out = run(
+            Command::new("readelf")
+                .arg("-S")
+                .arg("-W")
+                .arg(prefix.join(lib)),
+            RUN_TIMEOUT,
+        );
+        assert!(out.status.success(), "readelf -S {lib}");
+        let sections = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !sections.contains(".debug_"),
+            "{lib} still has debug sections"
+        );
+    }
+    // Stripping keeps what linking needs: the archive's symbol index and the three functions.
+    let nm = run(
+        Command::new("nm")
+            .args(["--defined-only", "--format=just-symbols"])
+            .arg(prefix.join("lib/libvpoll.a")),
+        RUN_TIMEOUT,
+    );
+    let symbols = String::from_utf8_lossy(&nm.stdout);
+    for f in ["vpoll_create", "vpoll_ctl", "vpoll_close"] {
+        assert!(symbols.lines().any(|l| l == f), "libvpoll.a lacks {f}");
+    }
+}
+
+#[test]
+fn man_pages_are_installed_and_render_without_warnings() {
+    let test = "man_pages_are_installed_and_render_without_warnings";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    let pages: Vec<PathBuf> = MAN_PAGES
+        .iter()
+        .map(|p| prefix.join(format!("share/man/man3/{p}.3")))
+        .collect();
+    for p in &pages {
+        let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(text.starts_with(".TH "), "{}", p.display());
+    }
+    let overview = std::fs::read_to_string(&pages[0]).unwrap();
+    for needle in [
+        "GREENFD_VPOLL_BACKEND",
+        "GREENFD_VPOLL_FUSE_ROUTE",
+        "userns",
+        "fusermount",
+        "fork",
+        "0x2011",
+    ] {
+        assert!(overview.contains(needle), "vpoll.3 lacks {needle:?}");
+    }
+    if which("groff").is_none() {
+        eprintln!("skipping the rendering half of {test}: groff is not installed");
+        return;
+    }
+    for p in &pages {
+        let out = run(
+            Command::new("groff")
+                .args(["-ww", "-man", "-Tutf8", "-z"])
+                .arg(p),
+            RUN_TIMEOUT,
+        );
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "groff -ww {}: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if which("man").is_some() {
+            // man(1) runs the whole pipeline (preconv, tbl, groff) with its own checks.
+            let out = run(
+                Command::new("man")
+                    .args(["--warnings", "-l"])
+                    .arg(p)
+                    .env("MANPAGER", "cat")
+                    .env("LC_ALL", "C")
+                    .env("MANWIDTH", "80"),
+                RUN_TIMEOUT,
+            );
+            assert!(
+                out.status.success() && out.stderr.is_empty(),
+                "man --warnings -l {}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(String::from_utf8_lossy(&out.stdout).contains("NAME"));
+        }
+    }
+}
+
+#[test]
+fn every_bit_is_exact_through_the_c_abi_on_fuse() {
+    let test = "every_bit_is_exact_through_the_c_abi_on_fuse";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    if !backend_or_skip(test, Backend::Fuse) {
+        return;
+    }
+    let exe = build_program(prefix, "cc", "bits.c", Link::Shared);
+    let out = run_program(prefix, &exe, &[], Some(Backend::Fuse));
+    assert_failures_zero("bits.c with fuse", &out);
+}
+
+/// Asserts a counting program printed `failures: 0` and exited 0.
+fn assert_failures_zero(what: &str, out: &Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.lines().any(|l| l == "failures: 0"),
+        "{what}: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Why programs cannot be run as uid 65534 here, if they cannot.
+fn unprivileged_blocker() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root to switch to uid 65534".into());
+    }
+    for tool in ["setpriv", "unshare"] {
+        if which(tool).is_none() {
+            return Some(format!("{tool} (util-linux) is not installed"));
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata("/dev/fuse") {
+        Ok(m) if m.permissions().mode() & 0o006 == 0o006 => None,
+        Ok(m) => Some(format!(
+            "/dev/fuse is mode {:04o}, not 0666 as stock distributions ship it",
+            m.permissions().mode() & 0o7777
+        )),
+        Err(e) => Some(format!("/dev/fuse: {e}")),
+    }
+}
+
+/// Runs a compiled program as uid/gid 65534 (no capabilities), in a private mount
+/// namespace, with the Fuse backend and FUSE `route` forced.
+fn run_unprivileged(prefix: &Path, exe: &Path, args: &[&str], route: &str) -> Output {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "setpriv"])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .env(greenfd_vpoll::BACKEND_ENV, "fuse")
+        .env(greenfd_vpoll::FUSE_ROUTE_ENV, route);
+    run_as_any_user(prefix, exe, args, &mut cmd)
+}
+
+/// Runs `exe ARGS` through `wrapper` (which switches to another user), from copies of the
+/// program and the library that any user can read (the checkout may be private).
+fn run_as_any_user(prefix: &Path, exe: &Path, args: &[&str], wrapper: &mut Command) -> Output {
+    let lib = prefix.join("lib/libvpoll.so.0");
+    let dir = greenfd_test_support::copies_for_any_user(&[exe, &lib]).expect("copies");
+    let out = run(
+        wrapper
+            .arg(dir.join(exe.file_name().expect("a file")))
+            .args(args)
+            .env("LD_LIBRARY_PATH", &dir),
+        RUN_TIMEOUT,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+#[test]
+fn unprivileged_c_programs_get_exact_bits_on_every_route() {
+    let test = "unprivileged_c_programs_get_exact_bits_on_every_route";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    if let Some(why) = unprivileged_blocker() {
+        eprintln!("skipping {test}: {why}");
+        return;
+    }
+    let bits = build_program(prefix, "cc", "bits.c", Link::Shared);
+    let errno = build_program(prefix, "cc", "errno.c", Link::Shared);
+    let basic = build_program(prefix, "cc", "basic.c", Link::Shared);
+    let fork = build_program(prefix, "cc", "fork_demo.c", Link::Shared);
+    let child_close = build_program(prefix, "cc", "child_close.c", Link::Shared);
+    let exec_child = build_program(prefix, "cc", "exec_child.c", Link::Shared);
+    for route in ["userns", "fusermount"] {
+        if route == "fusermount" && which("fusermount3").is_none() {
+            eprintln!("skipping the fusermount route: fusermount3 is not installed");
+            continue;
+        }
+        let w = |name: &str| format!("{name} as uid 65534 on route {route}");
+        assert_failures_zero(&w("bits.c"), &run_unprivileged(prefix, &bits, &[], route));
+        assert_ok(&w("errno.c"), &run_unprivileged(prefix, &errno, &[], route));
+        assert_ok(&w("basic.c"), &run_unprivileged(prefix, &basic, &[], route));
+        assert_ok(
+            &w("child_close.c"),
+            &run_unprivileged(prefix, &child_close, &[], route),
+        );
+        assert_ok(
+            &w("exec_child.c"),
+            &run_unprivileged(prefix, &exec_child, &[], route),
+        );
+        // libvpoll's reference scenario ends with the exact hang-up, as on a vpoll kernel.
+        let out = run_unprivileged(prefix, &fork, &[INTERVAL_MS], route);
+        assert_fork_scenario(&out, "10");
+    }
+}
+
+#[test]
+fn unprivileged_without_dev_fuse_vpoll_create_falls_back_to_the_emulator() {
+    let test = "unprivileged_without_dev_fuse_vpoll_create_falls_back_to_the_emulator";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    if let Some(why) = unprivileged_blocker() {
+        eprintln!("skipping {test}: {why}");
+        return;
+    }
+    let fork = build_program(prefix, "cc", "fork_demo.c", Link::Shared);
+    // /dev/fuse becomes, in a private mount namespace only, a copy of the node at mode
+    // 0600 on a private tmpfs; the real node and other tests are untouched.
+    let script = r#"set -e
+d=$(mktemp -d)
+mount -t tmpfs -o mode=0755 greenfd-test "$d"
+mknod -m 0600 "$d/fuse" c 10 229
+mount --bind "$d/fuse" /dev/fuse
+exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
+"#;
+    let out = run_as_any_user(
+        prefix,
+        &fork,
+        &[INTERVAL_MS],
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+            .env_remove(greenfd_vpoll::BACKEND_ENV)
+            .env_remove(greenfd_vpoll::FUSE_ROUTE_ENV),
+    );
+    // No FUSE route: automatic choice is the emulator, with its documented hang-up.
+    assert_fork_scenario(&out, "2011");
+}
+
+/// The system calls of a `strace -f` log made between the two `MARK` writes,
+/// by the traced program's main thread only (the first pid in the log), as (name, count).
+fn main_thread_calls_between_marks(log: &str) -> Vec<(String, usize)> {
+    let main = log
+        .lines()
+        .find_map(|l| l.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut inside = false;
+    for line in log.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some(main.as_str()) {
+            continue;
+        }
+        let rest = line[main.len()..].trim_start();
+        if rest.starts_with("write(2, \"MARK") {
+            if inside {
+                break;
+            }
+            inside = true;
+            continue;
+        }
+        if !inside || rest.starts_with("<...") || rest.starts_with("+++") || rest.starts_with("---")
+        {
+            continue;
+        }
+        let name = rest.split('(').next().unwrap_or_default().to_owned();
+        *counts.entry(name).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+#[test]
+fn vpoll_ctl_makes_at_most_one_system_call_besides_the_work() {
+    let test = "vpoll_ctl_makes_at_most_one_system_call_besides_the_work";
+    let Some(prefix) = prefix_or_skip(test) else {
+        return;
+    };
+    if which("strace").is_none() {
+        eprintln!("skipping {test}: strace is not installed");
+        return;
+    }
+    const CYCLES: usize = 200;
+    let exe = build_program(prefix, "cc", "ctl_cost.c", Link::Shared);
+    for b in user_space_backends() {
+        let log = prefix.join(format!("ctl_cost.{b}.{}.strace", std::process::id()));
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-o"])
+            .arg(&log)
+            .arg(&exe)
+            .arg(CYCLES.to_string())
+            .env("LD_LIBRARY_PATH", prefix.join("lib"))
+            .env(greenfd_vpoll::BACKEND_ENV, b.name());
+        let out = run(&mut cmd, RUN_TIMEOUT);
+        assert_ok(&format!("ctl_cost.c with {b} under strace"), &out);
+        let calls = main_thread_calls_between_marks(&std::fs::read_to_string(&log).unwrap());
+        let _ = std::fs::remove_file(&log);
+        let count = |name: &str| calls.iter().find(|(n, _)| n == name).map_or(0, |c| c.1);
+        let total: usize = calls.iter().map(|c| c.1).sum();
+        assert_eq!(count("epoll_wait"), CYCLES, "{b}: {calls:?}");
+        // Two vpoll_ctl calls per cycle, each at most two system calls (identification
+        // plus the work); nothing else (no fcntl F_GETFD, no second identification).
+        let per_ctl = (total - CYCLES) as f64 / (2 * CYCLES) as f64;
+        assert!(
+            per_ctl <= 2.0,
+            "{b}: {per_ctl} system calls per vpoll_ctl: {calls:?}"
+        );
+        assert_eq!(count("fcntl"), 0, "{b}: {calls:?}");
+        match b {
+            // getsockopt(SO_COOKIE) to recognise the fd, send/recv to do the work.
+            Backend::Emulated => {
+                assert_eq!(count("getsockopt"), 2 * CYCLES, "{calls:?}");
+                assert_eq!(count("sendto") + count("recvfrom"), 2 * CYCLES, "{calls:?}");
+            }
+            // fstat to recognise the fd; ADD writes one wake-up, DEL (mask empty) none.
+            Backend::Fuse => {
+                let stats = count("fstat") + count("newfstatat") + count("statx");
+                assert_eq!(stats, 2 * CYCLES, "{calls:?}");
+                assert_eq!(count("write"), CYCLES, "{calls:?}");
+            }
+            _ => {}
+        }
+    }
+}

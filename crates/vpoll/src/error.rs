@@ -22,6 +22,9 @@ pub enum Error {
     /// `GREENFD_VPOLL_BACKEND` or a parse named no known backend.
     #[error("unknown vpoll backend {0:?} (expected kernel, device, fuse or emulated)")]
     UnknownBackend(String),
+    /// `GREENFD_VPOLL_FUSE_ROUTE` or a parse named no known FUSE route.
+    #[error("unknown FUSE route {0:?} (expected direct, userns, fusermount or legacy)")]
+    UnknownRoute(String),
     /// The descriptor is not a vpoll fd (maps to EBADF in the C ABI).
     #[error("file descriptor is not a vpoll fd")]
     NotVpoll,
@@ -37,9 +40,10 @@ impl Error {
     /// The errno the C ABI reports for this error.
     pub fn raw_os_error(&self) -> i32 {
         match self {
-            Error::Unavailable { .. } | Error::NoBackend(_) | Error::UnknownBackend(_) => {
-                libc::ENODEV
-            }
+            Error::Unavailable { .. }
+            | Error::NoBackend(_)
+            | Error::UnknownBackend(_)
+            | Error::UnknownRoute(_) => libc::ENODEV,
             Error::NotVpoll => libc::EBADF,
             Error::Invalid(_) => libc::EINVAL,
             Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),

@@ -19,6 +19,11 @@
 //! The environment variable `GREENFD_VPOLL_BACKEND=kernel|device|fuse|emulated` forces
 //! one backend; if it is unavailable, creation fails with [`Error::Unavailable`].
 //!
+//! The Fuse backend works for every user: root mounts directly, any other user through a
+//! user namespace or the setuid `fusermount3` ([`FuseRoute`]; `GREENFD_VPOLL_FUSE_ROUTE`
+//! or [`Builder::fuse_route`] forces one). Where no route works, automatic choice falls
+//! back to the Emulated backend, and [`Backend::probe`] / [`FuseRoute::probe`] say why.
+//!
 //! ```
 //! use greenfd_vpoll::{Events, VpollFd};
 //! use std::os::fd::AsFd;
@@ -37,11 +42,13 @@
 mod backend;
 mod error;
 mod events;
+mod route;
 
 pub use error::{Error, Result};
 pub use events::{Events, Op};
+pub use route::{FUSE_ROUTE_ENV, FuseRoute};
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Environment variable that forces one backend.
 pub const BACKEND_ENV: &str = "GREENFD_VPOLL_BACKEND";
@@ -78,9 +85,11 @@ impl Backend {
         }
     }
 
-    /// Checks whether this backend can be used here; the error says why not.
+    /// Checks whether this backend can be used here; the error says why not. For
+    /// [`Backend::Fuse`] this mounts the process's filesystem by the route
+    /// `GREENFD_VPOLL_FUSE_ROUTE` forces, or the first that works.
     pub fn probe(self) -> Result<()> {
-        backend::probe(self)
+        backend::probe(self, None)
     }
 }
 
@@ -109,6 +118,8 @@ pub struct Builder {
     init: Events,
     /// Whether the fd stays open across `exec`.
     inherit_on_exec: bool,
+    /// The FUSE route chosen by the caller, overriding `GREENFD_VPOLL_FUSE_ROUTE`.
+    fuse_route: Option<FuseRoute>,
 }
 
 impl Builder {
@@ -120,6 +131,15 @@ impl Builder {
     /// Forces a backend (takes precedence over `GREENFD_VPOLL_BACKEND`).
     pub fn backend(mut self, backend: Backend) -> Self {
         self.backend = Some(backend);
+        self
+    }
+
+    /// Forces how the Fuse backend's filesystem is mounted, when that backend serves the
+    /// fd (takes precedence over `GREENFD_VPOLL_FUSE_ROUTE`); it does not choose the
+    /// backend. If the route does not work here, [`build`](Self::build) fails with
+    /// [`Error::Unavailable`].
+    pub fn fuse_route(mut self, route: FuseRoute) -> Self {
+        self.fuse_route = Some(route);
         self
     }
 
@@ -139,37 +159,44 @@ impl Builder {
     /// environment's, else the first that probes available.
     pub fn resolve_backend(&self) -> Result<Backend> {
         if let Some(b) = self.backend {
-            b.probe()?;
+            backend::probe(b, self.fuse_route)?;
             return Ok(b);
         }
         if let Some(forced) = std::env::var_os(BACKEND_ENV) {
             let forced = forced.to_string_lossy();
             if !forced.trim().is_empty() {
                 let b: Backend = forced.parse()?;
-                b.probe()?;
+                backend::probe(b, self.fuse_route)?;
                 return Ok(b);
             }
         }
-        best_backend()
+        best_backend_with(self.fuse_route)
     }
 
     /// Creates the fd.
     pub fn build(&self) -> Result<VpollFd> {
         let backend = self.resolve_backend()?;
-        let fd = backend::create(backend, self.init, !self.inherit_on_exec)?;
+        let (fd, key) =
+            backend::create(backend, self.init, !self.inherit_on_exec, self.fuse_route)?;
         tracing::trace!(fd = fd.as_raw_fd(), %backend, init = ?self.init, "vpoll create");
         Ok(VpollFd {
             fd: Some(fd),
             backend,
+            key,
         })
     }
 }
 
 /// The first backend, in order of preference, that is available here.
 pub fn best_backend() -> Result<Backend> {
+    best_backend_with(None)
+}
+
+/// [`best_backend`], probing Fuse by `route` if given.
+fn best_backend_with(route: Option<FuseRoute>) -> Result<Backend> {
     let mut reasons = Vec::new();
     for b in Backend::ALL {
-        match b.probe() {
+        match backend::probe(b, route) {
             Ok(()) => return Ok(b),
             Err(e) => reasons.push(format!("{b}: {e}")),
         }
@@ -183,6 +210,9 @@ pub struct VpollFd {
     /// The pollable descriptor handed to epoll, poll, select; `None` only while
     /// `close` or `From<VpollFd> for OwnedFd` moves it out.
     fd: Option<OwnedFd>,
+    /// What the backend learnt about `fd` at creation (the Fuse file's device and inode),
+    /// so that `ctl` need not ask the kernel again.
+    key: backend::Key,
     /// The backend that serves `fd`.
     backend: Backend,
 }
@@ -210,7 +240,7 @@ impl VpollFd {
 
     /// Applies `op` with `events`.
     pub fn ctl(&self, op: Op, events: Events) -> Result<()> {
-        backend::ctl(self.backend, self.as_fd(), op, events)
+        backend::ctl_keyed(self.backend, self.key, self.as_fd(), op, events)
     }
 
     /// The events `poll(2)` reports for this fd now.
@@ -221,6 +251,14 @@ impl VpollFd {
     /// The backend that serves this fd.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The route of the FUSE filesystem that serves this fd (`None` for other backends).
+    pub fn fuse_route(&self) -> Option<FuseRoute> {
+        match self.backend {
+            Backend::Fuse => backend::route_of(self.as_fd()),
+            _ => None,
+        }
     }
 
     /// Closes the fd, reporting errors that `Drop` would ignore.
@@ -274,9 +312,19 @@ impl Drop for VpollFd {
 /// In a forked child of a multithreaded process this takes no lock and allocates
 /// nothing on success (lock-free tables, atomics and raw syscalls), so it is usable
 /// between `fork` and `_exit`/`exec`.
+///
+/// Cost: the system call that does the work plus at most one to recognise the fd (a
+/// socket cookie or an `fstat`), so it suits a hot path (it is what `vpoll_ctl` runs).
 pub fn ctl_fd(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {
-    let backend = backend::identify(fd)?;
-    backend::ctl(backend, fd, op, events)
+    backend::ctl_any(fd, op, events)
+}
+
+/// The FUSE route new Fuse fds use when no [`Builder::fuse_route`] is given:
+/// `GREENFD_VPOLL_FUSE_ROUTE`'s, else the first of [`FuseRoute::ALL`] that works here
+/// (mounting its filesystem, as the first such fd would). The error lists why each
+/// route failed.
+pub fn fuse_route() -> Result<FuseRoute> {
+    backend::chosen_route()
 }
 
 /// The current events of a vpoll fd known only by descriptor.
@@ -290,7 +338,26 @@ pub fn backend_of(fd: BorrowedFd<'_>) -> Result<Backend> {
     backend::identify(fd)
 }
 
+/// Closes descriptor `fd` if it is a vpoll fd, releasing backend state tied to it; any
+/// other descriptor is left open and the call fails with [`Error::NotVpoll`] (what
+/// `vpoll_close` needs: one identification, then the close).
+///
+/// # Safety
+///
+/// The caller owns `fd`: on success it is closed, and no one may use the number after.
+pub unsafe fn close_raw_fd(fd: RawFd) -> Result<()> {
+    if fd < 0 {
+        return Err(Error::NotVpoll);
+    }
+    // SAFETY: a borrow for the identification only; a closed number fails with EBADF.
+    let b = backend::identify(unsafe { BorrowedFd::borrow_raw(fd) })?;
+    // SAFETY: `fd` is open (just identified) and the caller hands its ownership to us.
+    backend::close(b, unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Closes a vpoll fd known only by descriptor, releasing backend state tied to it.
+/// A descriptor that is not a vpoll fd is closed too, and the call fails with
+/// [`Error::NotVpoll`].
 pub fn close_fd(fd: OwnedFd) -> Result<()> {
     match backend::identify(fd.as_fd()) {
         Ok(b) => backend::close(b, fd),

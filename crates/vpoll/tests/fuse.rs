@@ -24,10 +24,17 @@ const ROLE: &str = "GREENFD_FUSE_TEST_ROLE";
 /// Safety-net timeout: a bug fails the test instead of hanging it.
 const SAFETY: Duration = Duration::from_secs(20);
 
+/// Set (to `1`) when this suite runs nested, as an unprivileged user with one FUSE route
+/// forced: then the Fuse backend must be available (a skip would hide a broken route).
+const NESTED: &str = "GREENFD_FUSE_TEST_NESTED";
+
 /// Whether the Fuse backend works here; prints why not.
 fn fuse_available() -> bool {
     match Backend::Fuse.probe() {
         Ok(()) => true,
+        Err(e) if std::env::var_os(NESTED).is_some() => {
+            panic!("the forced FUSE route must work in the nested run: {e}")
+        }
         Err(e) => {
             eprintln!("skipped: {e}");
             false
@@ -35,13 +42,31 @@ fn fuse_available() -> bool {
     }
 }
 
-/// A Fuse vpoll fd with `init` set.
+/// Whether this process runs without root (the nested unprivileged run).
+fn unprivileged() -> bool {
+    !rustix::process::geteuid().is_root()
+}
+
+/// The route `GREENFD_VPOLL_FUSE_ROUTE` forces, if any (`legacy` is the direct route).
+fn forced_route() -> Option<greenfd_vpoll::FuseRoute> {
+    let v = std::env::var(greenfd_vpoll::FUSE_ROUTE_ENV).ok()?;
+    if v == "legacy" {
+        return Some(greenfd_vpoll::FuseRoute::Direct);
+    }
+    v.parse().ok()
+}
+
+/// A Fuse vpoll fd with `init` set (on the forced route, if one is).
 fn vpoll(init: Events) -> VpollFd {
-    Builder::new()
+    let v = Builder::new()
         .backend(Backend::Fuse)
         .events(init)
         .build()
-        .expect("create a fuse vpoll fd")
+        .expect("create a fuse vpoll fd");
+    if let Some(route) = forced_route() {
+        assert_eq!(v.fuse_route(), Some(route), "served by the forced route");
+    }
+    v
 }
 
 /// Poll flags for every bit.
@@ -645,18 +670,23 @@ fn expect_role_ok(child: &mut Child, ok: &str) {
 
 /// Waits for `child` to terminate, failing the test after [`SAFETY`].
 fn wait_promptly(child: &mut Child) -> std::process::ExitStatus {
+    wait_promptly_within(child, SAFETY)
+}
+
+/// Waits for `child` to terminate, failing the test after `limit`.
+fn wait_promptly_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
     let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
     let ts = Timespec {
-        tv_sec: SAFETY.as_secs() as _,
+        tv_sec: limit.as_secs() as _,
         tv_nsec: 0,
     };
     let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
     assert_eq!(
         n,
         1,
-        "process {} did not terminate within {SAFETY:?}",
+        "process {} did not terminate within {limit:?}",
         child.id()
     );
     child.wait().unwrap()
@@ -750,6 +780,10 @@ fn the_classic_mount_fallback_works_and_leaves_nothing_behind() {
     if !fuse_available() {
         return;
     }
+    if unprivileged() {
+        eprintln!("skipped: the classic mount(2) fallback of the direct route needs root");
+        return;
+    }
     let mut child = spawn_role("legacy-mount", &[]);
     expect_role_ok(&mut child, "legacy");
     assert_eq!(leftover_dirs(child.id()), Vec::<String>::new());
@@ -759,6 +793,10 @@ fn the_classic_mount_fallback_works_and_leaves_nothing_behind() {
 #[test]
 fn after_the_connection_is_aborted_ctl_fails_and_poll_reports_err() {
     if !fuse_available() {
+        return;
+    }
+    if unprivileged() {
+        eprintln!("skipped: aborting a connection through fusectl needs root");
         return;
     }
     // fusectl (to abort a connection) is mounted in a private mount namespace.
@@ -782,12 +820,82 @@ fn after_the_connection_is_aborted_ctl_fails_and_poll_reports_err() {
 }
 
 #[test]
-fn without_cap_sys_admin_probe_and_create_say_why() {
+fn without_cap_sys_admin_the_direct_route_says_why() {
     if !fuse_available() {
         return;
     }
-    let mut child = spawn_role("nocap", &[]);
+    // In a private mount namespace (when possible): without the direct route the child may
+    // mount through fusermount3, whose brief mount must not meet the mount checks of the
+    // tests running in parallel here.
+    let private: &[&str] = if unprivileged() {
+        &[]
+    } else {
+        &["unshare", "-m", "--propagation", "private"]
+    };
+    let mut child = spawn_role_via(private, "nocap", &[]);
     expect_role_ok(&mut child, "nocap");
+}
+
+#[test]
+fn once_the_server_process_is_gone_ctl_fails_with_enotconn() {
+    if !fuse_available() {
+        return;
+    }
+    let mut child = spawn_role("orphan", &[]);
+    expect_role_ok(&mut child, "orphan");
+}
+
+#[test]
+fn python_epoll_in_a_child_process_sees_exact_bits() {
+    if !fuse_available() {
+        return;
+    }
+    if Command::new("python3").arg("-c").arg("").status().is_err() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let v = Builder::new()
+        .backend(Backend::Fuse)
+        .inherit_on_exec(true)
+        .build()
+        .unwrap();
+    // The child registers the inherited fd with select.epoll (level-triggered, every bit)
+    // and, for each line it reads, prints what one poll() returns for it, in hex.
+    let script = r#"
+import select, sys
+fd = int(sys.argv[1])
+ep = select.epoll()
+ep.register(fd, select.EPOLLIN | select.EPOLLPRI | select.EPOLLOUT | select.EPOLLRDHUP)
+for line in sys.stdin:
+    ev = ep.poll(10)
+    print("%x" % (ev[0][1] if ev else 0), flush=True)
+"#;
+    let mut py = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(v.as_raw_fd().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    let rx = lines_of(&mut py);
+    let mut stdin = py.stdin.take().unwrap();
+    let mut masks: Vec<Events> = BITS.to_vec();
+    masks.extend([
+        Events::IN | Events::OUT,
+        Events::PRI | Events::RDHUP,
+        Events::ERR | Events::HUP,
+        Events::all(),
+    ]);
+    for m in masks {
+        v.set(m).unwrap();
+        writeln!(stdin, "next").unwrap();
+        let line = rx.recv_timeout(SAFETY).expect("python answers");
+        let got = u32::from_str_radix(line.trim(), 16).expect("hex mask");
+        assert_eq!(got, m.bits(), "python's epoll for {m:?}");
+    }
+    drop(stdin);
+    assert!(wait_promptly(&mut py).success());
 }
 
 #[test]
@@ -859,6 +967,210 @@ fn process_with_live_fds_ends_promptly_when_killed() {
     assert_eq!(ends_promptly("kill").signal(), Some(libc::SIGKILL));
 }
 
+/// Why the unprivileged runs (uid/gid 65534) cannot happen here, if they cannot.
+fn unprivileged_run_blocker() -> Option<String> {
+    if std::env::var_os(NESTED).is_some() {
+        return Some("already the nested run".into());
+    }
+    if unprivileged() {
+        return Some("needs root to switch to uid 65534".into());
+    }
+    for tool in ["setpriv", "unshare"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            return Some(format!("{tool} (util-linux) is not installed"));
+        }
+    }
+    match rustix::fs::stat("/dev/fuse") {
+        Ok(st) if st.st_mode & 0o006 == 0o006 => None,
+        Ok(st) => Some(format!(
+            "/dev/fuse is mode {:04o}, not 0666 as stock distributions ship it (.ci/setup sets it)",
+            st.st_mode & 0o7777
+        )),
+        Err(e) => Some(format!("/dev/fuse: {e}")),
+    }
+}
+
+/// Runs this whole suite again as uid/gid 65534 (no capabilities) with `route` forced, in
+/// a private mount namespace (so the fusermount route's brief mount cannot disturb the
+/// mount checks of tests running in parallel here), one test at a time.
+fn unprivileged_suite(route: &str) {
+    if let Some(why) = unprivileged_run_blocker() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    if route == "fusermount"
+        && !["/usr/bin/fusermount3", "/bin/fusermount3"]
+            .iter()
+            .any(|p| std::path::Path::new(p).exists())
+    {
+        eprintln!("skipped: fusermount3 is not installed (package fuse3)");
+        return;
+    }
+    let current = std::env::current_exe().unwrap();
+    let dir = greenfd_test_support::copies_for_any_user(&[&current]).unwrap();
+    let exe = dir.join(current.file_name().unwrap());
+    let result = std::panic::catch_unwind(|| unprivileged_suite_in(route, &exe));
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// [`unprivileged_suite`] with `exe`, a copy of this test binary that uid 65534 can run.
+fn unprivileged_suite_in(route: &str, exe: &std::path::Path) {
+    // First ask, as that user, whether the route works at all: a system that refuses it by
+    // policy (user namespaces disabled or restricted, no fusermount3) skips with the reason;
+    // any other failure is a failure.
+    let mut check = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "setpriv"])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(exe)
+        .args(["--exact", "zz_role", "--nocapture", "--test-threads=1"])
+        .env(ROLE, "route-check")
+        .env(greenfd_vpoll::FUSE_ROUTE_ENV, route)
+        .env_remove(greenfd_vpoll::BACKEND_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the route check");
+    let rx = lines_of(&mut check);
+    assert!(wait_promptly(&mut check).success());
+    let verdict = rest(&rx)
+        .into_iter()
+        .find(|l| l.starts_with("route "))
+        .expect("the route check answers");
+    if let Some(why) = verdict.strip_prefix("route refused: ") {
+        eprintln!("skipped: the {route} route is refused here: {why}");
+        return;
+    }
+    assert_eq!(verdict, "route ok", "the {route} route as uid 65534");
+    let mut child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "setpriv"])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(exe)
+        .args(["--test-threads=1", "--skip", "unprivileged_"])
+        .env(greenfd_vpoll::FUSE_ROUTE_ENV, route)
+        .env(NESTED, "1")
+        .env_remove(ROLE)
+        .env_remove(greenfd_vpoll::BACKEND_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the nested suite");
+    let rx = lines_of(&mut child);
+    let status = wait_promptly_within(&mut child, Duration::from_secs(300));
+    let lines = rest(&rx);
+    assert!(status.success(), "nested {route} run: {status}\n{lines:#?}");
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("test result: ok."))
+        .unwrap_or_else(|| panic!("no summary: {lines:#?}"));
+    let passed: usize = summary
+        .trim_start_matches("test result: ok. ")
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(passed >= 20, "only {passed} tests ran: {lines:#?}");
+}
+
+#[test]
+fn unprivileged_userns_route_passes_this_suite() {
+    unprivileged_suite("userns");
+}
+
+#[test]
+fn unprivileged_fusermount_route_passes_this_suite() {
+    unprivileged_suite("fusermount");
+}
+
+#[test]
+fn unprivileged_without_an_accessible_dev_fuse_every_route_says_why() {
+    if let Some(why) = unprivileged_run_blocker() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    // A private mount namespace in which /dev/fuse is a copy of the node at mode 0600
+    // (on a private tmpfs): the real node, and every other test, are untouched.
+    let current = std::env::current_exe().unwrap();
+    let dir = greenfd_test_support::copies_for_any_user(&[&current]).unwrap();
+    let exe = dir.join(current.file_name().unwrap());
+    let script = r#"set -e
+d=$(mktemp -d)
+mount -t tmpfs -o mode=0755 greenfd-test "$d"
+mknod -m 0600 "$d/fuse" c 10 229
+mount --bind "$d/fuse" /dev/fuse
+exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
+"#;
+    let mut child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(&exe)
+        .args(["--exact", "zz_role", "--nocapture", "--test-threads=1"])
+        .env(ROLE, "no-route")
+        .env(NESTED, "1")
+        .env_remove(greenfd_vpoll::FUSE_ROUTE_ENV)
+        .env_remove(greenfd_vpoll::BACKEND_ENV)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        expect_role_ok(&mut child, "no-route")
+    }));
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Says whether the forced route works for this user: `route ok`, `route refused: WHY`
+/// when the system refuses it by policy, else `route broken: WHY`.
+fn role_route_check() {
+    match Backend::Fuse.probe() {
+        Ok(()) => println!("route ok"),
+        Err(e) => {
+            let why = e.to_string();
+            let policy = [
+                "refused here",
+                "disabled",
+                "AppArmor",
+                "not installed",
+                "does not allow FUSE mounts in user namespaces",
+            ];
+            if policy.iter().any(|p| why.contains(p)) {
+                println!("route refused: {why}");
+            } else {
+                println!("route broken: {why}");
+            }
+        }
+    }
+}
+
+/// Runs as uid 65534 with `/dev/fuse` at mode 0600: no route works, each says why, and
+/// automatic choice falls back to the Emulated backend.
+fn role_no_route() {
+    use greenfd_vpoll::FuseRoute;
+    for r in FuseRoute::ALL {
+        let e = r.probe().expect_err("no route can work");
+        let text = e.to_string();
+        if r == FuseRoute::Fusermount && text.contains("not installed") {
+            continue;
+        }
+        assert!(
+            text.contains("/dev/fuse is not readable and writable by uid 65534")
+                && text.contains("mode 0600"),
+            "{r}: {text}"
+        );
+    }
+    let e = Backend::Fuse.probe().expect_err("fuse unavailable");
+    assert!(e.to_string().contains("no FUSE route works here"), "{e}");
+    assert_eq!(greenfd_vpoll::best_backend().unwrap(), Backend::Emulated);
+    let v = VpollFd::new(Events::IN).unwrap();
+    assert_eq!(v.backend(), Backend::Emulated);
+    assert_eq!(v.events().unwrap(), Events::IN);
+    println!("no-route ok");
+}
+
 /// The subprocess side of the tests above; a no-op in a normal test run.
 #[test]
 fn zz_role() {
@@ -878,6 +1190,9 @@ fn zz_role() {
             role_ctl()
         }
         "nocap" => role_nocap(),
+        "orphan" => role_orphan(),
+        "no-route" => role_no_route(),
+        "route-check" => role_route_check(),
         "abort" => role_abort(),
         "legacy-mount" => role_legacy_mount(),
         "fork-create" => role_fork_create(),
@@ -956,7 +1271,7 @@ fn role_abort() {
 /// Uses the `mount(2)` + temp dir + `MNT_DETACH` path instead of the new mount API.
 fn role_legacy_mount() {
     // SAFETY: no other thread of this process reads the environment now.
-    unsafe { std::env::set_var("GREENFD_VPOLL_FUSE_MOUNT", "legacy") };
+    unsafe { std::env::set_var(greenfd_vpoll::FUSE_ROUTE_ENV, "legacy") };
     let v = vpoll(Events::empty());
     let ep = epoll_on(v.as_fd(), 7, every_bit());
     v.add(Events::PRI | Events::HUP).unwrap();
@@ -966,16 +1281,18 @@ fn role_legacy_mount() {
     println!("legacy ok");
 }
 
-/// Drops CAP_SYS_ADMIN, then expects the backend to refuse with a reason.
+/// Drops CAP_SYS_ADMIN, then expects the direct route to refuse with a reason, while the
+/// Fuse backend still works through another route where one is available.
 fn role_nocap() {
+    use greenfd_vpoll::FuseRoute;
     use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
     let mut caps = capabilities(None).unwrap();
     caps.effective -= CapabilitySet::SYS_ADMIN;
     caps.permitted -= CapabilitySet::SYS_ADMIN;
     set_capabilities(None, caps).unwrap();
-    let why = Backend::Fuse
+    let why = FuseRoute::Direct
         .probe()
-        .expect_err("probe must fail without CAP_SYS_ADMIN");
+        .expect_err("the direct route must fail without CAP_SYS_ADMIN");
     assert!(
         matches!(
             why,
@@ -987,9 +1304,88 @@ fn role_nocap() {
         "{why}"
     );
     assert!(why.to_string().contains("CAP_SYS_ADMIN"), "{why}");
-    let err = Builder::new().backend(Backend::Fuse).build().unwrap_err();
+    let err = Builder::new()
+        .backend(Backend::Fuse)
+        .fuse_route(FuseRoute::Direct)
+        .build()
+        .unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    match greenfd_vpoll::fuse_route() {
+        Ok(route) => {
+            assert_ne!(route, FuseRoute::Direct);
+            let v = Builder::new().backend(Backend::Fuse).build().unwrap();
+            assert_eq!(v.fuse_route(), Some(route));
+            v.add(Events::PRI).unwrap();
+            assert_eq!(poll_now(v.as_fd()), Events::PRI);
+        }
+        Err(e) => {
+            // Every route is named with its reason.
+            for r in FuseRoute::ALL {
+                assert!(e.to_string().contains(&format!("{r}: ")), "{e}");
+            }
+        }
+    }
     println!("nocap ok");
+}
+
+/// A forked child keeps an inherited fd; once this process (its server) has exited, the
+/// child's ctl fails with ENOTCONN instead of waiting for a server that is gone.
+fn role_orphan() {
+    let v = vpoll(Events::empty());
+    let raw = v.as_raw_fd();
+    let (go_r, go_w) = rustix::pipe::pipe().unwrap();
+    let (res_r, res_w) = rustix::pipe::pipe().unwrap();
+    // SAFETY: the child only makes async-signal-safe calls (read, ctl_fd's fd path,
+    // write, _exit).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let mut b = [0u8; 1];
+        // Wait until the grandparent reports that our parent is gone.
+        let _ = rustix::io::read(&go_r, &mut b);
+        // SAFETY: `raw` is open in the child (inherited).
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        let code = match greenfd_vpoll::ctl_fd(fd, Op::Add, Events::IN) {
+            Err(e) if e.raw_os_error() == libc::ENOTCONN => b'n',
+            Err(_) => b'e',
+            Ok(()) => b'k',
+        };
+        let _ = rustix::io::write(&res_w, &[code]);
+        // SAFETY: leaving the forked child without running atexit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    // This process is the server and exits below; a watcher that outlives it tells the
+    // child (through `go`) once it is gone, and reports the child's answer.
+    drop(go_r);
+    drop(res_w);
+    // SAFETY: as above; the watcher only waits, writes and reads.
+    let watcher = unsafe { libc::fork() };
+    assert!(watcher >= 0, "fork failed");
+    if watcher == 0 {
+        // Wait for our parent (the server) to exit: getppid changes when it does.
+        let server = rustix::process::getppid();
+        while rustix::process::getppid() == server {
+            nap(5);
+        }
+        let _ = rustix::io::write(&go_w, b"g");
+        let mut b = [0u8; 1];
+        let answer = match rustix::io::read(&res_r, &mut b) {
+            Ok(1) => b[0],
+            _ => b'?',
+        };
+        let msg: &[u8] = match answer {
+            b'n' => b"orphan ok\n",
+            b'k' => b"orphan: ctl succeeded with the server gone\n",
+            _ => b"orphan: ctl failed with another error\n",
+        };
+        let _ = rustix::io::write(rustix::stdio::stdout(), msg);
+        // SAFETY: leaving the forked child without running atexit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    std::io::stdout().flush().unwrap();
+    // Exit with the vpoll fd open: the server goes with this process.
+    std::mem::forget(v);
+    std::process::exit(0);
 }
 
 /// A forked child mounts its own filesystem for new fds and still controls the parent's.
@@ -1043,7 +1439,7 @@ fn nap(ms: u64) {
     unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
 }
 
-/// DESIGN §2's reference scenario, shortened: the forked child does ADD IN, ADD IN, ADD OUT,
+/// libvpoll's reference fork scenario, shortened: the forked child does ADD IN, ADD IN, ADD OUT,
 /// ADD HUP on the inherited fd 100 ms apart (each after the parent acknowledged the
 /// previous one, so the transcript does not depend on timing); the parent `epoll_wait`s
 /// with a 40 ms timeout and DELs whatever it gets.

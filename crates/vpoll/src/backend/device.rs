@@ -60,13 +60,12 @@ pub(crate) fn create(init: Events, cloexec: bool) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-pub(crate) fn owns(fd: BorrowedFd<'_>) -> bool {
+/// Whether a file with `fstat` result `st` is a `/dev/vpoll` fd.
+pub(crate) fn owns_stat(st: &rustix::fs::Stat) -> bool {
     let Some(Ok(dev)) = PROBE.get() else {
         return false;
     };
-    rustix::fs::fstat(fd).is_ok_and(|st| {
-        FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == *dev
-    })
+    FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == *dev
 }
 
 pub(crate) fn ctl(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {

@@ -183,6 +183,15 @@ pub(crate) fn owns(fd: BorrowedFd<'_>) -> bool {
         .is_some()
 }
 
+/// Whether `fd` is the Emulated fd the registry recorded under its number: one
+/// `getsockopt(SO_COOKIE)` (EBADF for a closed number, ENOTSOCK for another kind of file).
+pub(crate) fn verify(fd: BorrowedFd<'_>) -> rustix::io::Result<bool> {
+    let Some(e) = registry::get(fd.as_raw_fd()).filter(is_ours) else {
+        return Ok(false);
+    };
+    Ok(registry::cookie(fd)? == e.ino)
+}
+
 /// The vpoll end and its peer.
 struct Pair<'a> {
     /// The descriptor the user polls.

@@ -63,12 +63,18 @@ pub(crate) fn create(init: Events, cloexec: bool) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-pub(crate) fn owns(fd: BorrowedFd<'_>) -> bool {
-    PROBE.get().is_some_and(|p| p.is_ok())
-        && registry::inode(fd)
-            .ok()
-            .and_then(|ino| registry::find(fd, ino, |e| e.peer < 0))
-            .is_some()
+/// Whether `fd`, whose inode number is `ino`, is a vpoll eventfd this process recorded
+/// (under its own number, or a `dup` of one).
+pub(crate) fn owns_ino(fd: BorrowedFd<'_>, ino: u64) -> bool {
+    PROBE.get().is_some_and(|p| p.is_ok()) && registry::find(fd, ino, |e| e.peer < 0).is_some()
+}
+
+/// Whether `fd` is the Kernel fd the registry recorded under its number: one `fstat`.
+pub(crate) fn verify(fd: BorrowedFd<'_>) -> rustix::io::Result<bool> {
+    let Some(e) = registry::get(fd.as_raw_fd()).filter(|e| e.peer < 0) else {
+        return Ok(false);
+    };
+    Ok(registry::inode(fd)? == e.ino)
 }
 
 pub(crate) fn ctl(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {

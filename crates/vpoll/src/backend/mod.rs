@@ -1,9 +1,11 @@
 //! Backend dispatch: one module per mechanism, one small interface between them.
 //!
-//! Each backend module provides the same free functions:
-//! `probe`, `create`, `owns`, `ctl`, `events`, `close`.
+//! Each backend module provides the same free functions: `probe`, `create`, `ctl`,
+//! `events`, `close`, and a way to recognise its fds (`owns`, `owns_stat`, `owns_ino`,
+//! `verify`) that [`identify`] combines so that recognising any fd costs at most one
+//! system call in the common case.
 
-use crate::{Backend, Error, Events, Op, Result};
+use crate::{Backend, Error, Events, FuseRoute, Op, Result};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
@@ -64,27 +66,96 @@ pub(crate) fn unavailable(backend: Backend, reason: impl Into<String>) -> Error 
     }
 }
 
-pub(crate) fn probe(b: Backend) -> Result<()> {
+/// Whether backend `b` works here; for Fuse, by `route` (`None`: the environment's or
+/// automatic choice).
+pub(crate) fn probe(b: Backend, route: Option<FuseRoute>) -> Result<()> {
     match b {
         Backend::Kernel => kernel::probe(),
         Backend::Device => device::probe(),
         #[cfg(feature = "fuse")]
-        Backend::Fuse => fuse::probe(),
+        Backend::Fuse => fuse::probe(route),
         #[cfg(not(feature = "fuse"))]
-        Backend::Fuse => Err(unavailable(b, "built without the `fuse` feature")),
+        Backend::Fuse => {
+            let _ = route;
+            Err(unavailable(b, "built without the `fuse` feature"))
+        }
         Backend::Emulated => emulated::probe(),
     }
 }
 
-pub(crate) fn create(b: Backend, init: Events, cloexec: bool) -> Result<OwnedFd> {
+/// Whether FUSE route `r` works here.
+pub(crate) fn probe_route(r: FuseRoute) -> Result<()> {
+    #[cfg(feature = "fuse")]
+    return fuse::probe_route(r);
+    #[cfg(not(feature = "fuse"))]
+    return Err(unavailable(
+        Backend::Fuse,
+        format!("{r}: built without the `fuse` feature"),
+    ));
+}
+
+/// The FUSE route new fds use when none is forced through the builder.
+pub(crate) fn chosen_route() -> Result<FuseRoute> {
+    #[cfg(feature = "fuse")]
+    return fuse::chosen_route();
+    #[cfg(not(feature = "fuse"))]
+    return Err(unavailable(
+        Backend::Fuse,
+        "built without the `fuse` feature",
+    ));
+}
+
+/// The FUSE route whose filesystem (of this process) serves `fd`.
+pub(crate) fn route_of(fd: BorrowedFd<'_>) -> Option<FuseRoute> {
+    #[cfg(feature = "fuse")]
+    return fuse::route_of(fd);
+    #[cfg(not(feature = "fuse"))]
+    return {
+        let _ = fd;
+        None
+    };
+}
+
+/// What a backend learnt about an fd it created, kept by its `VpollFd` so that control
+/// operations need not ask the kernel again: the Fuse file's (device, inode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Key(Option<(u64, u64)>);
+
+pub(crate) fn create(
+    b: Backend,
+    init: Events,
+    cloexec: bool,
+    route: Option<FuseRoute>,
+) -> Result<(OwnedFd, Key)> {
+    let plain = |fd| (fd, Key::default());
     match b {
-        Backend::Kernel => kernel::create(init, cloexec),
-        Backend::Device => device::create(init, cloexec),
+        Backend::Kernel => kernel::create(init, cloexec).map(plain),
+        Backend::Device => device::create(init, cloexec).map(plain),
         #[cfg(feature = "fuse")]
-        Backend::Fuse => fuse::create(init, cloexec),
+        Backend::Fuse => {
+            fuse::create(init, cloexec, route).map(|(fd, dev, ino)| (fd, Key(Some((dev, ino)))))
+        }
         #[cfg(not(feature = "fuse"))]
-        Backend::Fuse => Err(unavailable(b, "built without the `fuse` feature")),
-        Backend::Emulated => emulated::create(init, cloexec),
+        Backend::Fuse => {
+            let _ = route;
+            Err(unavailable(b, "built without the `fuse` feature"))
+        }
+        Backend::Emulated => emulated::create(init, cloexec).map(plain),
+    }
+}
+
+/// [`ctl`] for an fd whose creation gave `key`: the Fuse backend then skips its `fstat`.
+pub(crate) fn ctl_keyed(
+    b: Backend,
+    key: Key,
+    fd: BorrowedFd<'_>,
+    op: Op,
+    events: Events,
+) -> Result<()> {
+    match (b, key.0) {
+        #[cfg(feature = "fuse")]
+        (Backend::Fuse, Some((dev, ino))) => fuse::ctl_key(fd, dev, ino, op, events),
+        _ => ctl(b, fd, op, events),
     }
 }
 
@@ -126,19 +197,54 @@ pub(crate) fn close(b: Backend, fd: OwnedFd) -> Result<()> {
 }
 
 /// Which backend serves `fd`; [`Error::NotVpoll`] if none claims it.
+///
+/// At most two system calls, usually one: the per-process registry names the Emulated and
+/// Kernel fds this process created by number (no system call), verified by one
+/// `getsockopt(SO_COOKIE)` or `fstat`; anything else takes one `fstat`, whose file type
+/// says which backend can own it (a `dup` of an Emulated fd needs its cookie too).
 pub(crate) fn identify(fd: BorrowedFd<'_>) -> Result<Backend> {
-    #[cfg(feature = "fuse")]
-    if fuse::owns(fd) {
-        return Ok(Backend::Fuse);
+    identify_stat(fd).map(|(b, _)| b)
+}
+
+/// [`identify`], also returning the `fstat` it made, if any.
+fn identify_stat(fd: BorrowedFd<'_>) -> Result<(Backend, Option<rustix::fs::Stat>)> {
+    use rustix::fs::FileType;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    if let Some(b) = registry::hint(raw) {
+        let verified = match b {
+            Backend::Emulated => emulated::verify(fd),
+            _ => kernel::verify(fd),
+        };
+        match verified {
+            Ok(true) => return Ok((b, None)),
+            Err(rustix::io::Errno::BADF) => return Err(Error::NotVpoll),
+            // A stale record: the number now names another file.
+            _ => {}
+        }
     }
-    if emulated::owns(fd) {
-        return Ok(Backend::Emulated);
+    let st = rustix::fs::fstat(fd).map_err(|e| match e {
+        rustix::io::Errno::BADF => Error::NotVpoll,
+        e => Error::Io(e.into()),
+    })?;
+    #[allow(clippy::unnecessary_cast)]
+    let backend = match FileType::from_raw_mode(st.st_mode as _) {
+        #[cfg(feature = "fuse")]
+        FileType::RegularFile if fuse::owns(fd, &fuse::FileId::of(&st)) => Backend::Fuse,
+        FileType::CharacterDevice if device::owns_stat(&st) => Backend::Device,
+        FileType::Socket if emulated::owns(fd) => Backend::Emulated,
+        // An eventfd is an anonymous inode, without a file type.
+        _ if kernel::owns_ino(fd, st.st_ino as u64) => Backend::Kernel,
+        _ => return Err(Error::NotVpoll),
+    };
+    Ok((backend, Some(st)))
+}
+
+/// Applies `op` to a descriptor known only by number: identification plus the one system
+/// call that does the work (see [`identify`]).
+pub(crate) fn ctl_any(fd: BorrowedFd<'_>, op: Op, events: Events) -> Result<()> {
+    match identify_stat(fd)? {
+        #[cfg(feature = "fuse")]
+        (Backend::Fuse, Some(st)) => fuse::ctl_id(fd, &fuse::FileId::of(&st), op, events),
+        (b, _) => ctl(b, fd, op, events),
     }
-    if device::owns(fd) {
-        return Ok(Backend::Device);
-    }
-    if kernel::owns(fd) {
-        return Ok(Backend::Kernel);
-    }
-    Err(Error::NotVpoll)
 }

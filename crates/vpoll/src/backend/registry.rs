@@ -137,6 +137,18 @@ pub(crate) fn get(fd: RawFd) -> Option<Entry> {
     }
 }
 
+/// The backend that recorded descriptor number `fd`, if any (not verified: the number
+/// may have been closed and reused since; check the identity before trusting it).
+pub(crate) fn hint(fd: RawFd) -> Option<crate::Backend> {
+    get(fd).map(|e| {
+        if e.peer >= 0 {
+            crate::Backend::Emulated
+        } else {
+            crate::Backend::Kernel
+        }
+    })
+}
+
 /// The record of `fd`, whose identity is `ino`, among those `kind` accepts: by its
 /// own number first, else by a scan for the same identity (a `dup` of a recorded fd).
 pub(crate) fn find(fd: BorrowedFd<'_>, ino: u64, kind: impl Fn(&Entry) -> bool) -> Option<Entry> {

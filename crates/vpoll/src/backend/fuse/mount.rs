@@ -1,8 +1,14 @@
-//! Mounting the process's vpoll filesystem, detaching it at once, and starting its server.
+//! Getting a FUSE connection by one of the three routes, detaching it at once, and
+//! starting its server.
+//!
+//! Every route ends in a [`Connection`]: a `/dev/fuse` fd bound to a mount, and the mount's
+//! root (a detached mount fd, or a private directory still mounted on). [`mount`] starts
+//! the server on it, opens the root as an `O_PATH` fd and detaches the directory, so that
+//! whatever way the process ends no mount remains.
 
 use super::server::Server;
 use super::{Global, Shared, THIS, Table, unavailable};
-use crate::Result;
+use crate::{FuseRoute, Result};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, UnmountFlags};
@@ -13,35 +19,42 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 /// Where the FUSE device lives.
-const DEV_FUSE: &str = "/dev/fuse";
+pub(super) const DEV_FUSE: &str = "/dev/fuse";
 
-/// The server session's `/dev/fuse` fd while it is still in the shared fd table (closed in
-/// a forked child), or -1.
-static SERVER_FD: AtomicI32 = AtomicI32::new(-1);
-/// Our clone of it for notifications (closed in a forked child), or -1.
-static NOTIFY_FD: AtomicI32 = AtomicI32::new(-1);
+/// Per route: the server session's `/dev/fuse` fd while it is still in the shared fd table
+/// (closed in a forked child), or -1.
+static SERVER_FD: [AtomicI32; 3] = [const { AtomicI32::new(-1) }; 3];
+/// Per route: our clone of it for notifications (closed in a forked child), or -1.
+static NOTIFY_FD: [AtomicI32; 3] = [const { AtomicI32::new(-1) }; 3];
 
 /// Opens `/dev/fuse`, with a reason fit for [`crate::Error::Unavailable`] on failure.
-fn open_dev() -> Result<OwnedFd> {
-    rustix::fs::open(DEV_FUSE, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| unavailable(THIS, format!("cannot open {DEV_FUSE}: {e}")))
+pub(super) fn open_dev() -> Result<OwnedFd> {
+    rustix::fs::open(DEV_FUSE, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(|e| {
+        let who = format!(
+            "uid {} gid {}",
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw()
+        );
+        let why = match rustix::fs::stat(DEV_FUSE) {
+            Ok(st) if e == Errno::ACCESS || e == Errno::PERM => format!(
+                "{DEV_FUSE} is not readable and writable by {who} (mode {:04o}, owner {}:{}); \
+                 stock distributions ship it 0666",
+                st.st_mode & 0o7777,
+                st.st_uid,
+                st.st_gid
+            ),
+            _ => format!("cannot open {DEV_FUSE} as {who}: {e}"),
+        };
+        unavailable(THIS, why)
+    })
 }
 
-/// Checks what mounting needs: `/dev/fuse` opens, and we are root or hold `CAP_SYS_ADMIN`.
-pub(super) fn check_permissions() -> Result<()> {
-    drop(open_dev()?);
-    let caps = rustix::thread::capabilities(None)
-        .map_err(|e| unavailable(THIS, format!("cannot read capabilities: {e}")))?;
-    if !caps
-        .effective
-        .contains(rustix::thread::CapabilitySet::SYS_ADMIN)
-    {
-        return Err(unavailable(
-            THIS,
-            "mounting FUSE needs root or CAP_SYS_ADMIN (fusermount3 is not used)",
-        ));
-    }
-    Ok(())
+/// Whether the calling thread holds `CAP_SYS_ADMIN` (what the direct route needs).
+fn has_sys_admin() -> bool {
+    rustix::thread::capabilities(None).is_ok_and(|c| {
+        c.effective
+            .contains(rustix::thread::CapabilitySet::SYS_ADMIN)
+    })
 }
 
 /// Runs in the child after `fork`: forgets the cached pid (so the child never takes the
@@ -50,7 +63,7 @@ pub(super) fn check_permissions() -> Result<()> {
 /// stores.
 extern "C" fn after_fork_in_child() {
     super::PID.store(0, Ordering::SeqCst);
-    for fd in [&SERVER_FD, &NOTIFY_FD] {
+    for fd in SERVER_FD.iter().chain(NOTIFY_FD.iter()) {
         let raw = fd.swap(-1, Ordering::SeqCst);
         if raw >= 0 {
             // SAFETY: `raw` is a /dev/fuse fd this process inherited from its parent; the
@@ -75,17 +88,28 @@ fn register_fork_handler() {
     });
 }
 
+/// How a mount on a directory is taken off it.
+#[derive(Clone, Debug)]
+pub(super) enum Detach {
+    /// `umount2(MNT_DETACH)` (root).
+    Syscall,
+    /// `fusermount3 -u -z -q DIR` (the setuid helper at this path).
+    Fusermount(PathBuf),
+}
+
 /// A mount point being set up; `Drop` detaches the mount (if any) and removes the dir.
-struct MountPoint {
-    /// The private directory.
+pub(super) struct MountPoint {
+    /// The private directory (mode 0700).
     path: PathBuf,
     /// Whether something is mounted on it.
-    mounted: bool,
+    pub(super) mounted: bool,
+    /// How to take the mount off.
+    detach: Detach,
 }
 
 impl MountPoint {
-    /// Creates a fresh private directory under the temp dir.
-    fn create() -> Result<MountPoint> {
+    /// Creates a fresh private directory (mode 0700) under the temp dir.
+    pub(super) fn create(detach: Detach) -> Result<MountPoint> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let pid = rustix::process::getpid().as_raw_nonzero().get();
         let base = std::env::temp_dir();
@@ -100,6 +124,7 @@ impl MountPoint {
                     return Ok(MountPoint {
                         path,
                         mounted: false,
+                        detach,
                     });
                 }
                 Err(Errno::EXIST) => continue,
@@ -116,9 +141,12 @@ impl MountPoint {
     /// Detaches the mount and removes the directory.
     fn remove(&mut self) -> Result<()> {
         if std::mem::take(&mut self.mounted) {
-            rustix::mount::unmount(&self.path, UnmountFlags::DETACH)
-                .map_err(|e| unavailable(THIS, format!("cannot detach the mount: {e}")))?;
-            tracing::trace!(path = %self.path.display(), "vpoll fuse: umount2(MNT_DETACH)");
+            match &self.detach {
+                Detach::Syscall => rustix::mount::unmount(&self.path, UnmountFlags::DETACH)
+                    .map_err(|e| unavailable(THIS, format!("cannot detach the mount: {e}")))?,
+                Detach::Fusermount(bin) => super::fusermount::unmount(bin, &self.path)?,
+            }
+            tracing::trace!(path = %self.path.display(), "vpoll fuse: mount detached");
         }
         rustix::fs::rmdir(&self.path).map_err(|e| {
             unavailable(
@@ -129,7 +157,7 @@ impl MountPoint {
     }
 
     /// The directory.
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 }
@@ -191,19 +219,26 @@ fn isolate_fd_table(keep: i32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Environment variable that forces the classic mount (`legacy`): for diagnosis, and so
-/// the tests cover the fallback path on kernels that have the new mount API.
-pub(super) const MOUNT_ENV: &str = "GREENFD_VPOLL_FUSE_MOUNT";
-
-/// How the filesystem was attached.
-enum Attached {
-    /// New mount API: `fsmount` gave a mount that was never attached anywhere.
-    Detached,
-    /// Classic `mount(2)` on a private dir, to be detached once its root fd is open.
+/// Where a new connection's files are reached from.
+pub(super) enum Root {
+    /// A mount fd (`fsmount`) that was never attached anywhere.
+    Detached(OwnedFd),
+    /// A private directory the filesystem is mounted on, to be detached once its root
+    /// fd is open.
     OnDir(MountPoint),
 }
 
-/// Options every vpoll mount gets, as (key, value) pairs (`None`: a flag).
+/// A FUSE connection a route produced, before its server runs.
+pub(super) struct Connection {
+    /// The `/dev/fuse` fd bound to the mount (the server reads it).
+    pub(super) dev: OwnedFd,
+    /// The mount's root.
+    pub(super) root: Root,
+    /// Owner (uid, gid) the files report, as seen from the connection's user namespace.
+    pub(super) owner: (u32, u32),
+}
+
+/// Options of a mount made by this process, as (key, value) pairs (`None`: a flag).
 fn mount_options(dev: &OwnedFd, uid: u32, gid: u32) -> Vec<(&'static str, Option<String>)> {
     vec![
         ("fd", Some(dev.as_raw_fd().to_string())),
@@ -211,7 +246,8 @@ fn mount_options(dev: &OwnedFd, uid: u32, gid: u32) -> Vec<(&'static str, Option
         ("user_id", Some(uid.to_string())),
         ("group_id", Some(gid.to_string())),
         // Any process the fd reaches (a child that dropped privileges, an fd passed over
-        // a socket) may use it; the mount itself is reachable through fds only.
+        // a socket) may use it; the mount itself is reachable through fds only. Root only:
+        // the unprivileged routes cannot have it (see the userns module).
         ("allow_other", None),
     ]
 }
@@ -245,7 +281,7 @@ fn mount_detached(dev: &OwnedFd, uid: u32, gid: u32) -> rustix::io::Result<Owned
 
 /// Mounts the filesystem with `mount(2)` on a fresh private directory.
 fn mount_on_dir(dev: &OwnedFd, uid: u32, gid: u32) -> Result<MountPoint> {
-    let mut point = MountPoint::create()?;
+    let mut point = MountPoint::create(Detach::Syscall)?;
     let data = mount_options(dev, uid, gid)
         .into_iter()
         .map(|(k, v)| v.map_or_else(|| k.to_owned(), |v| format!("{k}={v}")))
@@ -278,33 +314,59 @@ fn mount_on_dir(dev: &OwnedFd, uid: u32, gid: u32) -> Result<MountPoint> {
     Ok(point)
 }
 
-/// Mounts a fresh vpoll filesystem, starts its server thread and returns it detached.
+/// The direct route (root or `CAP_SYS_ADMIN`).
 ///
 /// Preferred: the new mount API (`fsopen`/`fsmount`, Linux 5.2+), whose mount is never
 /// attached to any path, so nothing can ever be left behind or seen in `mountinfo`.
-/// Fallback: `mount(2)` on a private temp dir, detached with `umount2(MNT_DETACH)` as soon
-/// as an `O_PATH` fd of its root is open, and the dir removed.
-pub(super) fn mount() -> Result<Global> {
+/// Fallback (or forced by `GREENFD_VPOLL_FUSE_ROUTE=legacy`): `mount(2)` on a private temp
+/// dir, detached with `umount2(MNT_DETACH)` as soon as an `O_PATH` fd of its root is open.
+fn direct(legacy: bool) -> Result<Connection> {
     let mut dev = open_dev()?;
+    if !has_sys_admin() {
+        return Err(unavailable(
+            THIS,
+            "the direct route needs root or CAP_SYS_ADMIN",
+        ));
+    }
     let uid = rustix::process::geteuid().as_raw();
     let gid = rustix::process::getegid().as_raw();
-    let legacy = std::env::var_os(MOUNT_ENV).is_some_and(|v| v == "legacy");
-    let (root, attached) = if legacy {
-        (None, Attached::OnDir(mount_on_dir(&dev, uid, gid)?))
+    let root = if legacy {
+        Root::OnDir(mount_on_dir(&dev, uid, gid)?)
     } else {
         match mount_detached(&dev, uid, gid) {
-            Ok(root) => (Some(root), Attached::Detached),
+            Ok(root) => Root::Detached(root),
             Err(e) => {
                 tracing::debug!(%e, "vpoll fuse: new mount API unusable, using mount(2)");
                 // A fresh device file: a half-done attempt may have claimed the first.
                 dev = open_dev()?;
-                (None, Attached::OnDir(mount_on_dir(&dev, uid, gid)?))
+                Root::OnDir(mount_on_dir(&dev, uid, gid)?)
             }
         }
     };
+    Ok(Connection {
+        dev,
+        root,
+        owner: (uid, gid),
+    })
+}
 
+/// Mounts a fresh vpoll filesystem by `route`, starts its server thread and returns it
+/// with its root open and nothing attached anywhere.
+pub(super) fn mount(route: FuseRoute, legacy: bool) -> Result<Global> {
+    let conn = match route {
+        FuseRoute::Direct => direct(legacy)?,
+        FuseRoute::Userns => super::userns::connect()?,
+        FuseRoute::Fusermount => super::fusermount::connect()?,
+    };
+    serve(conn, route)
+}
+
+/// Starts the server thread of `conn` and opens its root.
+fn serve(conn: Connection, route: FuseRoute) -> Result<Global> {
+    let Connection { dev, root, owner } = conn;
     let notify = clone_dev(&dev)?;
-    NOTIFY_FD.store(notify.as_raw_fd(), Ordering::SeqCst);
+    let slot = route.index();
+    NOTIFY_FD[slot].store(notify.as_raw_fd(), Ordering::SeqCst);
     let server_raw = dev.as_raw_fd();
     register_fork_handler();
     let shared: &'static Shared = Box::leak(Box::new(Shared {
@@ -316,8 +378,8 @@ pub(super) fn mount() -> Result<Global> {
         Server {
             shared,
             dev: server_raw,
-            uid,
-            gid,
+            uid: owner.0,
+            gid: owner.1,
         },
         dev,
         fuser::SessionACL::All,
@@ -326,7 +388,7 @@ pub(super) fn mount() -> Result<Global> {
     .map_err(|e| unavailable(THIS, format!("FUSE handshake failed: {e}")))?;
     let (isolated_tx, isolated_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
-        .name("greenfd-vpoll-fuse".into())
+        .name(format!("greenfd-vpoll-fuse-{route}"))
         .spawn(move || {
             // Nothing below may use another fd: this thread (and the fuser thread it
             // starts) will see only the session's /dev/fuse file.
@@ -335,19 +397,19 @@ pub(super) fn mount() -> Result<Global> {
             let result = session.run();
             shared.dead.store(true, Ordering::Release);
             // Without a private table the session just closed the shared number.
-            SERVER_FD.store(-1, Ordering::SeqCst);
-            tracing::debug!(?result, "vpoll fuse: server stopped");
+            SERVER_FD[slot].store(-1, Ordering::SeqCst);
+            tracing::debug!(?result, %route, "vpoll fuse: server stopped");
         })
         .map_err(|e| unavailable(THIS, format!("cannot start the FUSE server thread: {e}")))?;
     // Only now that the session's fd surely stays open: a fork handler that closed a
     // stale number in the child could close an unrelated file.
-    SERVER_FD.store(server_raw, Ordering::SeqCst);
+    SERVER_FD[slot].store(server_raw, Ordering::SeqCst);
     match isolated_rx.recv() {
         Ok(Ok(())) => {
             // The server has its own copy; ours must go so that only the server thread
             // holds that file. Forget the number first: a fork now must not close it
             // after it has been reused.
-            SERVER_FD.store(-1, Ordering::SeqCst);
+            SERVER_FD[slot].store(-1, Ordering::SeqCst);
             // SAFETY: `server_raw` in this (shared) table is an alias no Rust object owns
             // any more: the session's OwnedFd lives in the server thread's private table.
             unsafe { libc::close(server_raw) };
@@ -360,20 +422,21 @@ pub(super) fn mount() -> Result<Global> {
         Err(_) => return Err(unavailable(THIS, "the FUSE server thread died at start")),
     }
 
-    let dir = match (root, attached) {
-        (Some(root), _) => root,
-        (None, Attached::OnDir(point)) => open_and_detach(point)?,
-        (None, Attached::Detached) => unreachable!("a detached mount always has its root fd"),
+    let dir = match root {
+        Root::Detached(root) => root,
+        Root::OnDir(point) => open_and_detach(point)?,
     };
     // The root's attributes (st_dev) come from the server, which now runs.
     let st = rustix::fs::fstat(&dir)
         .map_err(|e| unavailable(THIS, format!("cannot stat the mount's root: {e}")))?;
+    tracing::debug!(%route, "vpoll fuse: filesystem ready");
     Ok(Global {
         shared,
         dir,
         #[allow(clippy::unnecessary_cast)]
         dev: st.st_dev as u64,
         pid: super::pid(),
+        route,
     })
 }
 

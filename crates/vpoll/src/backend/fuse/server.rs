@@ -5,8 +5,8 @@
 //! Requests answered:
 //! - `lookup`/`getattr`: attributes with a long attribute TTL (so `fstat` on a vpoll fd
 //!   never reaches the server) and the marker times of [`super::MARKER_SEC`].
-//! - `open`: `FOPEN_NOFLUSH` (closing never waits for the server: the exit hazard of
-//!   DESIGN §2), direct I/O, non-seekable stream; a second open of the same file is refused.
+//! - `open`: `FOPEN_NOFLUSH` (closing never waits for the server: the exit hazard in
+//!   the backend's module docs), direct I/O, non-seekable stream; a second open of the same file is refused.
 //! - `poll`: the exact mask; the kernel's poll handle is kept so changes can be notified.
 //! - `write`: the 8-byte control word `op << 32 | events` (the ctl path of a process that
 //!   does not own the state, e.g. a forked child); `read`: the 8-byte mask.
