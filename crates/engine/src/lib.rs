@@ -12,7 +12,12 @@
 //!   [`Config::max_output`] it fails with [`SendError::Full`] instead of growing memory;
 //! - framing as a strategy ([`Framing`]: [`Lines`], [`LengthPrefixed`], [`Raw`], and
 //!   the Redis protocol in the `greenfd-resp` crate), each with a maximum frame size;
-//!   an invalid frame drops that client only;
+//!   each connection keeps its parse progress ([`ParseState`]), so a frame arriving in
+//!   many reads is examined once, and the handler gets the parts the framing found
+//!   ([`Frame`]); an invalid frame drops that client only, after the handler's answer
+//!   ([`Handler::on_invalid`]);
+//! - replies may reference shared buffers ([`Ctx::send_shared`], `bytes::Bytes`) that
+//!   go out by vectored writes without a copy;
 //! - `accept` under `EMFILE` pauses instead of spinning, and resumes when fds free up;
 //! - scale-out with `SO_REUSEPORT`: N engines on N threads ([`Group`]).
 //!
