@@ -56,8 +56,9 @@ pub(crate) struct Conn {
     pub(crate) id: ConnId,
     /// Tail of a partial frame (empty most of the time).
     pub(crate) inbuf: Vec<u8>,
-    /// How far the framing got in that partial frame.
-    pub(crate) parse: ParseState,
+    /// How far the framing got in that partial frame (boxed, and only while a frame
+    /// is partly parsed, so an idle connection pays one pointer for it).
+    pub(crate) parse: Option<Box<ParseState>>,
     /// Output not yet accepted by the kernel.
     pub(crate) out: OutBuf,
     /// An edge was reported and the socket has not been read to empty since.
@@ -75,7 +76,7 @@ pub(crate) struct Conn {
     /// Close once the output is flushed, with this reason.
     pub(crate) closing: Option<DisconnectReason>,
     /// The socket's `SO_RCVLOWAT` (1 unless a large partial frame is pending).
-    pub(crate) lowat: usize,
+    pub(crate) lowat: u32,
 }
 
 impl Conn {
@@ -85,7 +86,7 @@ impl Conn {
             fd,
             id,
             inbuf: Vec::new(),
-            parse: ParseState::default(),
+            parse: None,
             out: OutBuf::default(),
             readable: false,
             rdhup: false,

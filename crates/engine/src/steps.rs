@@ -28,7 +28,7 @@ const LOWAT_MAX: usize = 256 * 1024;
 /// Sets `SO_RCVLOWAT`: `epoll` reports the socket readable only once `bytes` are
 /// queued (or at end of stream / error). rustix has no wrapper for it.
 #[allow(unsafe_code)]
-fn set_rcvlowat(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+fn set_rcvlowat(fd: BorrowedFd<'_>, bytes: u32) -> io::Result<()> {
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     // SAFETY: `fd` is a live socket for the duration of the call; the option value is
     // a valid c_int whose size is passed alongside it.
@@ -213,14 +213,19 @@ impl<F: Framing, H: Handler> Engine<F, H> {
             framing,
             handler,
             rbuf,
+            scratch,
             ..
         } = self;
         let Some(conn) = core.conn_mut(id) else {
             return false;
         };
-        // The parse state travels with the bytes: taken out while frames are
+        // The parse state travels with the bytes: the connection's own if it has a
+        // partial frame, else the engine's scratch one; taken out while frames are
         // delivered (callbacks may touch the connection table), put back after.
-        let mut state = std::mem::take(&mut conn.parse);
+        let mut state = match conn.parse.take() {
+            Some(own) => *own,
+            None => std::mem::take(scratch),
+        };
         let mut stopped_early = false;
         let mut deliver = |core: &mut Core, frame: Frame<'_>| {
             Stats::add(&core.shared.stats.frames, 1);
@@ -260,15 +265,23 @@ impl<F: Framing, H: Handler> Engine<F, H> {
             })
         };
         let Some(conn) = core.conns.get_mut(id) else {
+            state.reset();
+            *scratch = state;
             return false;
         };
-        conn.parse = state;
+        let need = if conn.inbuf.is_empty() { 0 } else { state.need };
+        let in_progress = state.pos > 0 || state.stage != 0 || !state.parts.is_empty();
+        if result.is_ok() && !conn.inbuf.is_empty() && in_progress {
+            conn.parse = Some(Box::new(state));
+        } else {
+            state.reset();
+            *scratch = state;
+        }
         match result {
             Err(e) => {
                 tracing::debug!(id = %id, error = %e, "invalid frame");
                 Stats::add(&core.shared.stats.invalid_frames, 1);
                 conn.inbuf = Vec::new();
-                conn.parse = Default::default();
                 conn.readable = false;
                 if conn.closing.is_none() {
                     // The handler may answer (redis sends "-ERR Protocol error: ...");
@@ -290,13 +303,8 @@ impl<F: Framing, H: Handler> Engine<F, H> {
                     conn.stalled = true;
                 }
                 // A large frame still far from complete: don't wake for every packet.
-                let need = if conn.inbuf.is_empty() {
-                    0
-                } else {
-                    conn.parse.need
-                };
                 let lowat = if need >= LOWAT_MIN {
-                    need.min(LOWAT_MAX)
+                    need.min(LOWAT_MAX) as u32
                 } else {
                     1
                 };

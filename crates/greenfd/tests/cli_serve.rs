@@ -790,3 +790,45 @@ fn pipelined_gets_never_read_keep_server_memory_bounded() {
     other.write_all(&command(&[b"PING"])).unwrap();
     assert_eq!(read_reply(&mut other_r).unwrap(), b"+PONG\r\n");
 }
+
+/// 2,000 idle RESP connections (each having sent one PING) cost the server at most half
+/// a KiB each (about 0.2 KiB in a release build): a connection without a partial frame or client state of its own
+/// holds no parse state, no client entry and no buffers.
+#[test]
+fn two_thousand_idle_connections_stay_small() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let want = 2_000 + 200;
+    if limit.maximum.is_some_and(|max| max < want) {
+        eprintln!("skipped: RLIMIT_NOFILE hard limit below {want}");
+        return;
+    }
+    if limit.current.is_some_and(|cur| cur < want) {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(want),
+                maximum: limit.maximum,
+            },
+        )
+        .unwrap();
+    }
+    let server = Server::start(&["--resp"]);
+    let mut first = server.connect();
+    let mut first_r = BufReader::new(first.try_clone().unwrap());
+    first.write_all(b"PING\r\n").unwrap();
+    read_reply(&mut first_r).unwrap();
+    let baseline = server.rss();
+    let mut conns: Vec<TcpStream> = (0..2_000).map(|_| server.connect()).collect();
+    for c in &mut conns {
+        c.write_all(b"PING\r\n").unwrap();
+    }
+    for c in &mut conns {
+        let mut pong = [0u8; 7];
+        c.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, b"+PONG\r\n");
+    }
+    let per_conn = server.rss().saturating_sub(baseline) / 2_000;
+    eprintln!("idle RESP connections: {per_conn} bytes of server RSS each");
+    assert!(per_conn <= 512, "{per_conn} bytes per idle connection");
+}

@@ -1,6 +1,7 @@
 //! One connection's state: its id and name, the protocol it speaks, and the commands
 //! it queued inside MULTI.
 
+use crate::store::Db;
 use bytes::Bytes;
 
 /// Most bytes of commands one client may queue inside MULTI.
@@ -17,11 +18,12 @@ pub(crate) struct Multi {
     pub(crate) dirty: bool,
 }
 
-/// One connection's state.
-#[derive(Debug)]
+/// One connection's state. A connection whose state is still the default one has no
+/// entry of its own (idle connections stay small); see [`Client::is_default`].
+#[derive(Debug, Default)]
 pub(crate) struct Client {
-    /// CLIENT ID.
-    pub(crate) id: u64,
+    /// CLIENT ID, given on first use (0: not yet).
+    id: u64,
     /// CLIENT SETNAME.
     pub(crate) name: Option<Bytes>,
     /// CLIENT SETINFO LIB-NAME.
@@ -35,16 +37,22 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    /// A new connection's state.
-    pub(crate) fn new(id: u64) -> Client {
-        Client {
-            id,
-            name: None,
-            lib_name: None,
-            lib_ver: None,
-            resp3: false,
-            multi: None,
+    /// CLIENT ID: unique over the store's engines, given when first asked for.
+    pub(crate) fn id(&mut self, db: &Db) -> u64 {
+        if self.id == 0 {
+            self.id = db.new_client_id();
         }
+        self.id
+    }
+
+    /// Whether nothing distinguishes this connection from a new one.
+    pub(crate) fn is_default(&self) -> bool {
+        self.id == 0
+            && self.name.is_none()
+            && self.lib_name.is_none()
+            && self.lib_ver.is_none()
+            && !self.resp3
+            && self.multi.is_none()
     }
 
     /// Whether commands are being queued.

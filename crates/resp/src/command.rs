@@ -270,7 +270,7 @@ pub(crate) fn dispatch(db: &Db, client: &mut Client, args: &[&[u8]], reply: &mut
 /// Executes one command outside any connection (a fresh client state each time),
 /// appending its reply (RESP2) to `out`.
 pub fn execute(db: &Db, args: &[&[u8]], out: &mut Vec<u8>) -> After {
-    let mut client = Client::new(db.new_client_id());
+    let mut client = Client::default();
     let mut reply = Reply::default();
     let after = dispatch(db, &mut client, args, &mut reply);
     out.extend_from_slice(&reply.to_vec());

@@ -41,8 +41,11 @@ type Clients = HashMap<ConnId, Client, BuildHasherDefault<IdHasher>>;
 pub struct RespServer {
     /// The shared store.
     db: Arc<Db>,
-    /// Per-connection state (name, protocol, transaction).
+    /// Per-connection state (name, protocol, transaction) of the connections that
+    /// have any; the others use `fresh`.
     clients: Clients,
+    /// The state of a connection without an entry, reset before each use.
+    fresh: Client,
     /// The reply being built, reused across requests.
     reply: Reply,
 }
@@ -53,6 +56,7 @@ impl RespServer {
         RespServer {
             db,
             clients: Clients::default(),
+            fresh: Client::default(),
             reply: Reply::default(),
         }
     }
@@ -74,9 +78,7 @@ impl RespServer {
 }
 
 impl Handler for RespServer {
-    fn on_connect(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
-        self.clients
-            .insert(id, Client::new(self.db.new_client_id()));
+    fn on_connect(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId) {
         self.db.clients.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -96,13 +98,23 @@ impl Handler for RespServer {
             large = frame.parts().collect();
             &large
         };
-        let db = &self.db;
-        let client = self
-            .clients
-            .entry(id)
-            .or_insert_with(|| Client::new(db.new_client_id()));
+        let stored = self.clients.get_mut(&id);
+        let fresh = stored.is_none();
+        let client = match stored {
+            Some(client) => client,
+            None => &mut self.fresh,
+        };
         self.reply.reset(ctx.room(), client.resp3);
         let after = dispatch(&self.db, client, args, &mut self.reply);
+        if fresh {
+            if !self.fresh.is_default() {
+                // The command gave this connection state of its own (a name, RESP3,
+                // MULTI, an id).
+                self.clients.insert(id, std::mem::take(&mut self.fresh));
+            }
+        } else if self.clients.get(&id).is_some_and(Client::is_default) {
+            self.clients.remove(&id);
+        }
         if self.reply.overflowed() {
             // Checked while building: nothing past the budget was ever allocated.
             tracing::warn!(
@@ -139,8 +151,7 @@ impl Handler for RespServer {
         id: ConnId,
         _reason: &greenfd_engine::DisconnectReason,
     ) {
-        if self.clients.remove(&id).is_some() {
-            self.db.clients.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.clients.remove(&id);
+        self.db.clients.fetch_sub(1, Ordering::Relaxed);
     }
 }

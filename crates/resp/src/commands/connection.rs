@@ -142,7 +142,8 @@ fn hello(c: &mut Call<'_, '_>) -> After {
     c.reply.bulk_str("proto");
     c.reply.integer(if resp3 { 3 } else { 2 });
     c.reply.bulk_str("id");
-    c.reply.integer(c.client.id as i64);
+    let id = c.client.id(c.keys.db);
+    c.reply.integer(id as i64);
     c.reply.bulk_str("mode");
     c.reply.bulk_str("standalone");
     c.reply.bulk_str("role");
@@ -191,7 +192,8 @@ fn client(c: &mut Call<'_, '_>) -> After {
         if argc != 2 {
             arity(c, "id");
         } else {
-            c.reply.integer(c.client.id as i64);
+            let id = c.client.id(c.keys.db);
+            c.reply.integer(id as i64);
         }
     } else if is(sub, "setinfo") {
         if argc != 4 {
@@ -233,7 +235,8 @@ fn client(c: &mut Call<'_, '_>) -> After {
 }
 
 /// The CLIENT INFO line of this connection.
-fn client_info(c: &Call<'_, '_>) -> String {
+fn client_info(c: &mut Call<'_, '_>) -> String {
+    let id = c.client.id(c.keys.db);
     let text = |b: &Option<Bytes>| {
         b.as_ref()
             .map_or(String::new(), |b| String::from_utf8_lossy(b).into_owned())
@@ -241,7 +244,7 @@ fn client_info(c: &Call<'_, '_>) -> String {
     let multi = c.client.multi.as_ref().map_or(-1, |m| m.queue.len() as i64);
     format!(
         "id={} name={} db=0 multi={} resp={} user=default lib-name={} lib-ver={} cmd=client|info\n",
-        c.client.id,
+        id,
         text(&c.client.name),
         multi,
         if c.client.resp3 { 3 } else { 2 },
