@@ -142,7 +142,8 @@ pub fn trickle_cpu(addr: SocketAddr, pid: u32, request: &[u8]) -> io::Result<(u6
 
 /// The RESP scenario: the default redis-benchmark suite (-c 50) at -P 1 and -P 16
 /// against `greenfd serve --resp` and a single-threaded redis-server, alternating, both
-/// placements (goal: at least 1.1× on every row); and the trickled-request CPU ratio
+/// placements (goal: at least 1.1× on every row), with each server's CPU per request
+/// over the suite (goal: at most 1/1.1 of redis'); and the trickled-request CPU ratio
 /// (goal: at most 2× the CPU of the request sent at once).
 pub fn scenario(greenfd: &Path, plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
     for tool in ["redis-server", "redis-benchmark"] {
@@ -168,11 +169,15 @@ pub fn scenario(greenfd: &Path, plan: Plan, progress: Progress<'_>) -> io::Resul
         for pipeline in [1, 16] {
             progress(&format!("resp default suite -P {pipeline} ({tag})"));
             let mut sides: [Vec<(String, Samples)>; 2] = [Vec::new(), Vec::new()];
+            let mut cpu = [Samples::from(Vec::new()), Samples::from(Vec::new())];
             for round in 0..plan.reps {
                 for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
                     let (server, addr) = start(side)?;
+                    let before = cpu_ns(server.pid())?;
                     let results = redis_benchmark(addr, None, requests, 50, pipeline)?;
+                    let used = cpu_ns(server.pid())? - before;
                     drop(server);
+                    cpu[side].push(used as f64 / (requests * results.len().max(1)) as f64);
                     for (name, rps) in results {
                         match sides[side].iter_mut().find(|(n, _)| *n == name) {
                             Some((_, s)) => s.push(rps),
@@ -197,6 +202,19 @@ pub fn scenario(greenfd: &Path, plan: Plan, progress: Progress<'_>) -> io::Resul
                     goal: Goal::AtLeast(1.1),
                 });
             }
+            // The same runs seen from the server: its CPU per request over the whole
+            // suite (less sensitive than req/s to where the scheduler puts the client).
+            let [ours_cpu, peer_cpu] = cpu;
+            rows.push(Row {
+                scenario: format!(
+                    "RESP default suite, server CPU per request -P {pipeline} ({tag})"
+                ),
+                unit: "ns/req",
+                ours: ours_cpu,
+                peer_name: "redis-server".into(),
+                peer: peer_cpu,
+                goal: Goal::AtMost(1.0 / 1.1),
+            });
         }
         progress(&format!("resp trickled 1M-element DEL ({tag})"));
         let request = big_del(1_000_000);
