@@ -9,6 +9,7 @@
 
 use crate::echo;
 use crate::process::{ChildGuard, children};
+use crate::resp::cpu_ns;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -50,21 +51,6 @@ pub fn per_message(
         return Err(io::Error::other("no round trip completed under strace"));
     }
     Ok(busiest as f64 / messages as f64)
-}
-
-/// CPU time, in nanoseconds, that every thread of process `pid` has run (the first field
-/// of each `/proc/PID/task/TID/schedstat`).
-pub fn cpu_ns(pid: u32) -> io::Result<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let stat = std::fs::read_to_string(task?.path().join("schedstat"))?;
-        total += stat
-            .split_whitespace()
-            .next()
-            .and_then(|ns| ns.parse::<u64>().ok())
-            .ok_or_else(|| io::Error::other(format!("bad schedstat {stat:?}")))?;
-    }
-    Ok(total)
 }
 
 /// Starts `server` (listening on `addr`), drives `conns` connections of 64-byte echoes
