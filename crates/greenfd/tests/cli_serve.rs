@@ -2,7 +2,8 @@
 //! default suite, redis-py from PyPI) against `--resp`, its replies compared with a real
 //! `redis-server`, replies that cannot exhaust memory, parse work that stays linear
 //! under a trickled request, echo and lines modes, `--threads`, and clean exit on
-//! SIGINT/SIGTERM.
+//! SIGINT/SIGTERM. Every test runs with `--io epoll` and with `--io uring`
+//! (`<test>::epoll`, `<test>::uring`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,7 +11,7 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use greenfd_test_support::have;
+use greenfd_test_support::{IoDriver, have, on_both_drivers};
 
 /// Safety net for every wait.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -24,16 +25,17 @@ struct Server {
 }
 
 impl Server {
-    /// Starts `greenfd serve <args> --addr 127.0.0.1:0` and reads the address it prints.
-    fn start(args: &[&str]) -> Server {
+    /// Starts `greenfd serve <args> --io <io> --addr 127.0.0.1:0` and reads the address
+    /// it prints.
+    fn start(io: IoDriver, args: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_greenfd"));
-        cmd.arg("serve").args(args);
+        cmd.arg("serve").args(args).args(["--io", io.as_str()]);
         Server::spawn(cmd)
     }
 
     /// Starts `greenfd serve <args>` under an address-space limit of `bytes` (through
     /// the shell's `ulimit -v`, so the test itself needs no unsafe `pre_exec`).
-    fn start_limited(bytes: u64, args: &[&str]) -> Server {
+    fn start_limited(io: IoDriver, bytes: u64, args: &[&str]) -> Server {
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(format!(
@@ -41,7 +43,8 @@ impl Server {
                 bytes / 1024
             ))
             .arg(env!("CARGO_BIN_EXE_greenfd"))
-            .args(args);
+            .args(args)
+            .args(["--io", io.as_str()]);
         Server::spawn(cmd)
     }
 
@@ -156,12 +159,11 @@ fn redis_cli(server: &Server, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-#[test]
-fn redis_cli_round_trips_and_errors_keep_the_connection() {
+fn redis_cli_round_trips_and_errors_keep_the_connection(io: IoDriver) {
     if !have("redis-cli") {
         return;
     }
-    let server = Server::start(&["--resp"]);
+    let server = Server::start(io, &["--resp"]);
     assert_eq!(redis_cli(&server, &["SET", "k", "v"], None), "OK\n");
     assert_eq!(redis_cli(&server, &["GET", "k"], None), "v\n");
     assert_eq!(redis_cli(&server, &["INCR", "n"], None), "1\n");
@@ -237,12 +239,11 @@ fn benchmark(server: &Server, pipeline: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-#[test]
-fn redis_benchmark_default_suite_has_no_errors_plain_and_pipelined() {
+fn redis_benchmark_default_suite_has_no_errors_plain_and_pipelined(io: IoDriver) {
     if !have("redis-benchmark") {
         return;
     }
-    let server = Server::start(&["--resp"]);
+    let server = Server::start(io, &["--resp"]);
     for pipeline in ["1", "16"] {
         let rows = benchmark(&server, pipeline);
         let names: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
@@ -277,9 +278,8 @@ fn redis_benchmark_default_suite_has_no_errors_plain_and_pipelined() {
     assert!(server.stop_with(rustix::process::Signal::INT).success());
 }
 
-#[test]
-fn echo_mode_and_sigterm_with_a_client_connected() {
-    let server = Server::start(&["--echo"]);
+fn echo_mode_and_sigterm_with_a_client_connected(io: IoDriver) {
+    let server = Server::start(io, &["--echo"]);
     let mut c = server.connect();
     c.write_all(b"any bytes \x00\xff at all").unwrap();
     let mut got = [0u8; 19];
@@ -293,9 +293,8 @@ fn echo_mode_and_sigterm_with_a_client_connected() {
     assert!(rest.is_empty());
 }
 
-#[test]
-fn lines_mode_on_two_threads_and_sigint() {
-    let server = Server::start(&["--lines", "--threads", "2"]);
+fn lines_mode_on_two_threads_and_sigint(io: IoDriver) {
+    let server = Server::start(io, &["--lines", "--threads", "2"]);
     let mut clients: Vec<BufReader<TcpStream>> =
         (0..16).map(|_| BufReader::new(server.connect())).collect();
     for (i, c) in clients.iter_mut().enumerate() {
@@ -413,12 +412,11 @@ impl Drop for RedisServer {
 
 /// The same requests, byte for byte, get the same replies from `greenfd serve` as from
 /// a real `redis-server`: error texts, WRONGTYPE, arity, options, nil and empty replies.
-#[test]
-fn replies_and_error_texts_match_redis_server() {
+fn replies_and_error_texts_match_redis_server(io: IoDriver) {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let server = Server::start(&["--resp"]);
+    let server = Server::start(io, &["--resp"]);
     let c = |args: &[&str]| command(&args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>());
     let requests = vec![
         c(&["FLUSHALL"]),
@@ -515,9 +513,8 @@ fn replies_and_error_texts_match_redis_server() {
 
 /// Protocol errors get redis' `-ERR Protocol error: ...` reply (compared with a real
 /// redis-server when one is installed), then the connection closes.
-#[test]
-fn protocol_errors_are_answered_as_redis_answers_them() {
-    let server = Server::start(&["--resp"]);
+fn protocol_errors_are_answered_as_redis_answers_them(io: IoDriver) {
+    let server = Server::start(io, &["--resp"]);
     let redis = RedisServer::start();
     for (bad, text) in [
         (&b"*1\r\n:3\r\n"[..], "expected '$', got ':'"),
@@ -542,9 +539,8 @@ fn protocol_errors_are_answered_as_redis_answers_them() {
     }
 }
 
-#[test]
-fn flushall_with_a_bogus_argument_is_a_syntax_error_and_keeps_the_data() {
-    let server = Server::start(&["--resp"]);
+fn flushall_with_a_bogus_argument_is_a_syntax_error_and_keeps_the_data(io: IoDriver) {
+    let server = Server::start(io, &["--resp"]);
     let replies = replies_from(
         server.addr,
         &[
@@ -573,8 +569,7 @@ fn flushall_with_a_bogus_argument_is_a_syntax_error_and_keeps_the_data() {
 /// connect without a warning, strings with options, counters, expiry, pipelines with
 /// and without MULTI, client names, lists, sets, hashes, sorted sets, WRONGTYPE, and
 /// 50 threads doing 10,000 INCRs with an exact count.
-#[test]
-fn redis_py_with_default_settings_passes_its_suite() {
+fn redis_py_with_default_settings_passes_its_suite(io: IoDriver) {
     let probe = Command::new("python3")
         .args(["-c", "import redis, pytest"])
         .stderr(Stdio::null())
@@ -583,7 +578,7 @@ fn redis_py_with_default_settings_passes_its_suite() {
         eprintln!("skipped: python3 with redis and pytest not found (pip install redis pytest)");
         return;
     }
-    let server = Server::start(&["--resp", "--threads", "4"]);
+    let server = Server::start(io, &["--resp", "--threads", "4"]);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/redis_py/test_redis_py.py"
@@ -617,9 +612,8 @@ fn set_big(c: &mut TcpStream, r: &mut impl BufRead, key: &[u8], len: usize, seed
 /// A 3 GiB MGET reply (3000 × a 1 MiB value) under a 2 GiB address-space limit: the
 /// reply is never built past the output bound, the server survives, only the client
 /// that asked is closed, and others are served before and after.
-#[test]
-fn huge_mget_under_an_address_space_limit_only_affects_its_client() {
-    let server = Server::start_limited(2 << 30, &["--resp"]);
+fn huge_mget_under_an_address_space_limit_only_affects_its_client(io: IoDriver) {
+    let server = Server::start_limited(io, 2 << 30, &["--resp"]);
     let mut c = server.connect();
     let mut r = BufReader::new(c.try_clone().unwrap());
     set_big(&mut c, &mut r, b"big", 1 << 20, 1);
@@ -644,9 +638,8 @@ fn huge_mget_under_an_address_space_limit_only_affects_its_client() {
 
 /// A 40 MiB reply reaches a client that reads it, whole and exact; after big replies
 /// and FLUSHALL the server's RSS returns near where it started (measured here).
-#[test]
-fn a_40_mib_reply_arrives_whole_and_memory_returns_after_flushall() {
-    let server = Server::start(&["--resp"]);
+fn a_40_mib_reply_arrives_whole_and_memory_returns_after_flushall(io: IoDriver) {
+    let server = Server::start(io, &["--resp"]);
     let mut c = server.connect();
     let mut r = BufReader::new(c.try_clone().unwrap());
     c.write_all(&command(&[b"PING"])).unwrap();
@@ -708,9 +701,8 @@ fn a_40_mib_reply_arrives_whole_and_memory_returns_after_flushall() {
 /// A 1M-element DEL sent 1,500 bytes at a time costs at most twice the server CPU of
 /// the same request sent at once: each piece resumes the parse where the last stopped
 /// (a ratio of CPU times from /proc, not a wall time).
-#[test]
-fn a_trickled_million_element_request_costs_at_most_twice_the_cpu() {
-    let server = Server::start(&["--resp"]);
+fn a_trickled_million_element_request_costs_at_most_twice_the_cpu(io: IoDriver) {
+    let server = Server::start(io, &["--resp"]);
     let keys: Vec<Vec<u8>> = (0..1_000_000)
         .map(|i| format!("k:{i:07}").into_bytes())
         .collect();
@@ -751,9 +743,8 @@ fn a_trickled_million_element_request_costs_at_most_twice_the_cpu() {
 /// A client that pipelines GETs and never reads its replies stalls itself: the server
 /// stops reading its requests above `--pause-output`, so its memory stays bounded
 /// however long the client keeps writing.
-#[test]
-fn pipelined_gets_never_read_keep_server_memory_bounded() {
-    let server = Server::start(&["--resp"]);
+fn pipelined_gets_never_read_keep_server_memory_bounded(io: IoDriver) {
+    let server = Server::start(io, &["--resp"]);
     let mut c = server.connect();
     let mut r = BufReader::new(c.try_clone().unwrap());
     // Small values are copied into replies, so each unread GET costs reply memory.
@@ -794,8 +785,7 @@ fn pipelined_gets_never_read_keep_server_memory_bounded() {
 /// 2,000 idle RESP connections (each having sent one PING) cost the server at most half
 /// a KiB each (about 0.2 KiB in a release build): a connection without a partial frame or client state of its own
 /// holds no parse state, no client entry and no buffers.
-#[test]
-fn two_thousand_idle_connections_stay_small() {
+fn two_thousand_idle_connections_stay_small(io: IoDriver) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     let want = 2_000 + 200;
@@ -813,7 +803,7 @@ fn two_thousand_idle_connections_stay_small() {
         )
         .unwrap();
     }
-    let server = Server::start(&["--resp"]);
+    let server = Server::start(io, &["--resp"]);
     let mut first = server.connect();
     let mut first_r = BufReader::new(first.try_clone().unwrap());
     first.write_all(b"PING\r\n").unwrap();
@@ -832,3 +822,19 @@ fn two_thousand_idle_connections_stay_small() {
     eprintln!("idle RESP connections: {per_conn} bytes of server RSS each");
     assert!(per_conn <= 512, "{per_conn} bytes per idle connection");
 }
+
+on_both_drivers!(
+    redis_cli_round_trips_and_errors_keep_the_connection,
+    redis_benchmark_default_suite_has_no_errors_plain_and_pipelined,
+    echo_mode_and_sigterm_with_a_client_connected,
+    lines_mode_on_two_threads_and_sigint,
+    replies_and_error_texts_match_redis_server,
+    protocol_errors_are_answered_as_redis_answers_them,
+    flushall_with_a_bogus_argument_is_a_syntax_error_and_keeps_the_data,
+    redis_py_with_default_settings_passes_its_suite,
+    huge_mget_under_an_address_space_limit_only_affects_its_client,
+    a_40_mib_reply_arrives_whole_and_memory_returns_after_flushall,
+    a_trickled_million_element_request_costs_at_most_twice_the_cpu,
+    pipelined_gets_never_read_keep_server_memory_bounded,
+    two_thousand_idle_connections_stay_small,
+);
