@@ -25,7 +25,7 @@ pub enum Scenario {
     Vpoll,
     /// Echo ping-pong, 64 B: 1 connection vs tokio and raw mio, many connections vs tokio.
     Echo,
-    /// Cross-thread wake → task runs, vs tokio.
+    /// Cross-thread wake → task runs, and socket readable → task runs (greenfd-rt, greenfd inside tokio), vs tokio.
     Wake,
     /// redis-benchmark against `greenfd serve --resp` and redis-server.
     Resp,

@@ -179,6 +179,24 @@ pub fn wake(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
             "tokio current_thread",
             Goal::AtMost(1.0),
         ));
+        for (ours, label) in [
+            (wake::FdWaiter::Greenfd, "greenfd-rt"),
+            (wake::FdWaiter::GreenfdInTokio, "greenfd Async inside tokio"),
+        ] {
+            progress(&format!("fd wake, {label} ({tag})"));
+            let s = alternate(
+                plan.reps,
+                || wake::fd_round_trip_us(ours, rounds),
+                || wake::fd_round_trip_us(wake::FdWaiter::Tokio, rounds),
+            )?;
+            rows.push(row(
+                format!("socket readable → task runs, {label} ({tag})"),
+                "µs",
+                s,
+                "tokio current_thread UnixStream",
+                Goal::AtMost(1.0),
+            ));
+        }
     }
     Ok(rows)
 }

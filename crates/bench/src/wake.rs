@@ -4,6 +4,12 @@
 //! Both runtimes run the same executor-agnostic [`Signal`] future, so the figure
 //! compares their cross-thread wake paths (greenfd: eventfd `Waker`; tokio: its
 //! driver's unpark), not two different channel implementations.
+//!
+//! [`fd_round_trip_us`] measures the readiness path instead: another thread writes a
+//! byte into a socket and the task reading it runs, through greenfd's `Async` on
+//! greenfd-rt, greenfd's `Async` inside a tokio task (greenfd's fallback thread drives
+//! its reactor and wakes the tokio task: one more thread hop than tokio's own), and
+//! tokio's `UnixStream`.
 
 use std::future::Future;
 use std::io;
@@ -122,6 +128,90 @@ pub fn round_trip_us(runtime: Runtime, rounds: u64) -> io::Result<f64> {
     Ok(total.as_secs_f64() * 1e6 / rounds as f64)
 }
 
+/// Who waits for the fd in [`fd_round_trip_us`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdWaiter {
+    /// `greenfd_rt::Async` on `greenfd_rt::block_on` (the executor drives the reactor).
+    Greenfd,
+    /// `greenfd_rt::Async` in a task of tokio's current-thread runtime (greenfd's
+    /// fallback thread drives the reactor and wakes the tokio task).
+    GreenfdInTokio,
+    /// `tokio::net::UnixStream` on tokio's current-thread runtime.
+    Tokio,
+}
+
+/// Mean of `rounds` "another thread writes one byte into a socket → the task reading it
+/// runs → ack" round trips, in µs: the wake path of a readiness report.
+pub fn fd_round_trip_us(waiter: FdWaiter, rounds: u64) -> io::Result<f64> {
+    let (tx, rx) = std::os::unix::net::UnixStream::pair()?;
+    rx.set_nonblocking(true)?;
+    let acked = Arc::new(AtomicU64::new(0));
+    let acks = Arc::clone(&acked);
+    let thread = std::thread::Builder::new()
+        .name(format!("{waiter:?}-fd-wake"))
+        .spawn(move || -> io::Result<()> {
+            let greenfd_acks = Arc::clone(&acks);
+            let greenfd_loop = move |rx| async move {
+                use futures_lite::AsyncReadExt;
+                let mut rx = greenfd_rt::Async::new(rx)?;
+                let mut b = [0u8; 1];
+                for i in 1..=rounds {
+                    rx.read_exact(&mut b).await?;
+                    greenfd_acks.store(i, Ordering::Release);
+                }
+                Ok::<_, io::Error>(())
+            };
+            let tokio_rt = || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+            };
+            match waiter {
+                FdWaiter::Greenfd => greenfd_rt::block_on(greenfd_loop(rx))?,
+                FdWaiter::GreenfdInTokio => tokio_rt()?.block_on(async {
+                    tokio::spawn(greenfd_loop(rx))
+                        .await
+                        .map_err(io::Error::other)?
+                }),
+                FdWaiter::Tokio => tokio_rt()?.block_on(async {
+                    use tokio::io::AsyncReadExt;
+                    let mut rx = tokio::net::UnixStream::from_std(rx)?;
+                    let mut b = [0u8; 1];
+                    for i in 1..=rounds {
+                        rx.read_exact(&mut b).await?;
+                        acks.store(i, Ordering::Release);
+                    }
+                    Ok(())
+                }),
+            }
+        })?;
+    std::thread::sleep(Duration::from_millis(20));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut total = Duration::ZERO;
+    for i in 1..=rounds {
+        let start = Instant::now();
+        std::io::Write::write_all(&mut &tx, b"x")?;
+        while acked.load(Ordering::Acquire) < i {
+            if Instant::now() > deadline || thread.is_finished() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the byte never reached the task",
+                ));
+            }
+            std::hint::spin_loop();
+        }
+        total += start.elapsed();
+        let park = Instant::now();
+        while park.elapsed() < Duration::from_micros(50) {
+            std::hint::spin_loop();
+        }
+    }
+    thread
+        .join()
+        .map_err(|_| io::Error::other("runtime thread panicked"))??;
+    Ok(total.as_secs_f64() * 1e6 / rounds as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +220,13 @@ mod tests {
     fn both_runtimes_complete_every_round() {
         for rt in [Runtime::Greenfd, Runtime::Tokio] {
             assert!(round_trip_us(rt, 200).unwrap() > 0.0);
+        }
+    }
+
+    #[test]
+    fn every_fd_waiter_completes_every_round() {
+        for w in [FdWaiter::Greenfd, FdWaiter::GreenfdInTokio, FdWaiter::Tokio] {
+            assert!(fd_round_trip_us(w, 200).unwrap() > 0.0);
         }
     }
 }

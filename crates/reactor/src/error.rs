@@ -30,9 +30,3 @@ impl From<Error> for io::Error {
         }
     }
 }
-
-impl From<rustix::io::Errno> for Error {
-    fn from(e: rustix::io::Errno) -> Error {
-        Error::Io(e.into())
-    }
-}

@@ -16,9 +16,13 @@
 //! * [`Waker`] for cross-thread wake-ups (coalesced eventfd writes) and
 //!   [`Reactor::statistics`].
 //!
-//! The reactor is single-threaded and driven by an executor (see `greenfd-rt`) through
-//! [`Reactor::turn`]; its epoll fd is itself pollable ([`AsFd`](std::os::fd::AsFd)),
-//! so it nests into other event loops.
+//! The reactor is shared across threads and its futures are `Send`: they work inside
+//! `tokio::spawn`, on smol, and on `greenfd-rt`, whose executor drives the
+//! [global](Reactor::global) reactor when idle; with no executor attached, a fallback
+//! thread parks in `epoll_wait` for it (started only when a task first parks). A
+//! reactor made with [`Reactor::new`] is driven by its owner through [`Reactor::turn`];
+//! its epoll fd is itself pollable ([`AsFd`](std::os::fd::AsFd)), so it nests into other
+//! event loops.
 //!
 //! ```
 //! use greenfd_reactor::Reactor;
@@ -48,7 +52,7 @@ mod waker;
 
 pub use error::Error;
 pub use poller::{EventBuffer, Interest, Mode, PollEvent, Poller, Ready};
-pub use reactor::{Reactor, Statistics};
+pub use reactor::{Candidate, Driver, ExecutorAttachment, Reactor, Statistics};
 pub use registration::{ReadyEvent, Registration};
 pub use wait::{Direction, WaitFd};
 pub use waker::Waker;

@@ -192,6 +192,12 @@ impl EventBuffer {
     }
 }
 
+// SAFETY: the records are plain kernel data. rustix types their 64-bit payload as a
+// union that may hold a pointer, which makes them `!Send`, but greenfd only ever stores
+// `u64` tokens in it (`EventData::new_u64`) and never dereferences it; moving the
+// buffer to another thread moves integers.
+unsafe impl Send for EventBuffer {}
+
 impl std::fmt::Debug for EventBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.iter()).finish()

@@ -20,12 +20,11 @@
 use crate::error::Error;
 use crate::poller::{Interest, Mode, PollEvent, Ready};
 use crate::reactor::Reactor;
-use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 impl Ready {
@@ -61,14 +60,18 @@ pub struct ReadyEvent {
     pub ready: Ready,
 }
 
-/// Readiness word and waiters of one registration (tokio's `ScheduledIo`, single-threaded
-/// waiters).
+/// Readiness word and waiters of one registration (tokio's `ScheduledIo`).
+///
+/// The word is updated first and the waiters locked second by the reactor; a poller
+/// stores its waker under the lock and then re-reads the word. Whichever takes the lock
+/// second sees the other's write, so a report racing with a poll on another thread is
+/// never lost.
 #[derive(Debug, Default)]
 pub(crate) struct ScheduledIo {
     /// Readiness bits | tick << 8 | shutdown bit.
     word: AtomicUsize,
     /// The tasks waiting in each direction (read, write, priority).
-    waiters: RefCell<[Option<Waker>; 3]>,
+    waiters: Mutex<[Option<Waker>; 3]>,
 }
 
 impl ScheduledIo {
@@ -92,9 +95,14 @@ impl ScheduledIo {
         self.wake_matching(ready, wake);
     }
 
+    /// The waiters (every update is a single assignment, so a poisoned lock is fine).
+    fn waiters(&self) -> MutexGuard<'_, [Option<Waker>; 3]> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Collects the wakers of the directions `ready` concerns.
     fn wake_matching(&self, ready: Ready, wake: &mut Vec<Waker>) {
-        let mut waiters = self.waiters.borrow_mut();
+        let mut waiters = self.waiters();
         for (i, interest) in [Interest::READABLE, Interest::WRITABLE, Interest::PRIORITY]
             .into_iter()
             .enumerate()
@@ -108,12 +116,7 @@ impl ScheduledIo {
     /// Marks the registration shut down and returns every waiter's waker.
     pub(crate) fn shutdown(&self, wake: &mut Vec<Waker>) {
         self.word.fetch_or(SHUTDOWN, Ordering::AcqRel);
-        wake.extend(
-            self.waiters
-                .borrow_mut()
-                .iter_mut()
-                .filter_map(Option::take),
-        );
+        wake.extend(self.waiters().iter_mut().filter_map(Option::take));
     }
 
     /// Ready if any bit for `interest` is set; otherwise remembers the waker.
@@ -123,23 +126,38 @@ impl ScheduledIo {
         interest: Interest,
         index: usize,
     ) -> Poll<Result<ReadyEvent, Error>> {
+        if let Some(ready) = self.check(interest) {
+            return Poll::Ready(ready);
+        }
+        let mut waiters = self.waiters();
+        let slot = &mut waiters[index];
+        let old = if slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            None
+        } else {
+            slot.replace(cx.waker().clone())
+        };
+        // Re-check under the lock: a report that landed after the first check and took
+        // the (old or absent) waker before we stored ours is seen here.
+        let again = self.check(interest);
+        drop(waiters);
+        drop(old); // outside the lock: a waker's drop may run arbitrary code
+        match again {
+            Some(ready) => Poll::Ready(ready),
+            None => Poll::Pending,
+        }
+    }
+
+    /// The readiness for `interest` now, if the wait is over.
+    fn check(&self, interest: Interest) -> Option<Result<ReadyEvent, Error>> {
         let cur = self.word.load(Ordering::Acquire);
         if cur & SHUTDOWN != 0 {
-            return Poll::Ready(Err(Error::Closed));
+            return Some(Err(Error::Closed));
         }
         let ready = Ready::from_bits_truncate(cur as u8) & Ready::for_interest(interest);
-        if !ready.is_empty() {
-            return Poll::Ready(Ok(ReadyEvent {
-                tick: ((cur >> TICK_SHIFT) & TICK_MASK) as u16,
-                ready,
-            }));
-        }
-        let mut waiters = self.waiters.borrow_mut();
-        let slot = &mut waiters[index];
-        if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            *slot = Some(cx.waker().clone());
-        }
-        Poll::Pending
+        (!ready.is_empty()).then_some(Ok(ReadyEvent {
+            tick: ((cur >> TICK_SHIFT) & TICK_MASK) as u16,
+            ready,
+        }))
     }
 
     /// Clears the bits of `event` unless a newer report arrived since (tick changed).
@@ -174,7 +192,7 @@ pub struct Registration {
     /// The reactor that delivers reports.
     reactor: Reactor,
     /// Readiness and waiters, shared with the reactor's table.
-    io: Rc<ScheduledIo>,
+    io: Arc<ScheduledIo>,
     /// Our key in the reactor's table (never reused).
     key: u64,
     /// The fd number: for tracing, and to release the number in the reactor's table.
@@ -193,9 +211,9 @@ impl Registration {
         interest: Interest,
         mode: Mode,
     ) -> Result<Registration, Error> {
-        let io = Rc::new(ScheduledIo::default());
+        let io = Arc::new(ScheduledIo::default());
         let raw = fd.as_raw_fd();
-        let key = reactor.insert_registration(Rc::clone(&io), raw)?;
+        let key = reactor.insert_registration(Arc::clone(&io), raw)?;
         let poller = reactor.poller();
         let added = match poller.add(fd, key, interest, mode) {
             // A disarmed one-shot registration left by an earlier borrowed-fd wait on
@@ -221,17 +239,31 @@ impl Registration {
 
     /// Polls for read readiness (data, end of stream, error).
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<Result<ReadyEvent, Error>> {
-        self.io.poll_ready(cx, Interest::READABLE, 0)
+        self.poll_ready(cx, Interest::READABLE, 0)
     }
 
     /// Polls for write readiness (room, hang-up, error).
     pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<Result<ReadyEvent, Error>> {
-        self.io.poll_ready(cx, Interest::WRITABLE, 1)
+        self.poll_ready(cx, Interest::WRITABLE, 1)
     }
 
     /// Polls for priority readiness.
     pub fn poll_priority_ready(&self, cx: &mut Context<'_>) -> Poll<Result<ReadyEvent, Error>> {
-        self.io.poll_ready(cx, Interest::PRIORITY, 2)
+        self.poll_ready(cx, Interest::PRIORITY, 2)
+    }
+
+    /// Polls one direction; a task that parks makes sure someone drives the reactor.
+    fn poll_ready(
+        &self,
+        cx: &mut Context<'_>,
+        interest: Interest,
+        index: usize,
+    ) -> Poll<Result<ReadyEvent, Error>> {
+        let poll = self.io.poll_ready(cx, interest, index);
+        if poll.is_pending() {
+            self.reactor.ensure_driven();
+        }
+        poll
     }
 
     /// Waits until readable.
@@ -266,7 +298,7 @@ impl Registration {
             0
         };
         loop {
-            let ev = match self.io.poll_ready(cx, interest, index) {
+            let ev = match self.poll_ready(cx, interest, index) {
                 Poll::Ready(Ok(ev)) => ev,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                 Poll::Pending => return Poll::Pending,

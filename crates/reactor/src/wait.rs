@@ -85,11 +85,10 @@ use crate::error::Error;
 use crate::poller::{Interest, Mode, Ready};
 use crate::reactor::{Reactor, State};
 use rustix::io::Errno;
-use std::cell::RefCell;
 use std::future::Future;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 /// Which way a borrowed-fd waiter waits.
@@ -131,18 +130,34 @@ impl Direction {
 /// One pending wait, shared between its future and the reactor's table.
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
+    /// Whom to wake, and the outcome once the reactor ended the wait; one lock, so
+    /// "finish and take the waker" and "check the outcome or store a waker" never
+    /// interleave.
+    inner: Mutex<SlotInner>,
+}
+
+/// The mutable part of a [`Slot`].
+#[derive(Debug, Default)]
+struct SlotInner {
     /// Whom to wake.
-    waker: RefCell<Option<Waker>>,
+    waker: Option<Waker>,
     /// Set by the reactor when the wait ends; taken by the future.
-    outcome: RefCell<Option<Result<(), Error>>>,
+    outcome: Option<Result<(), Error>>,
 }
 
 impl Slot {
+    /// The slot's state (a panic elsewhere cannot leave it inconsistent: every update is
+    /// a single assignment).
+    fn lock(&self) -> MutexGuard<'_, SlotInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Ends the wait with `outcome` and returns the waker to call (after the reactor
     /// has released its state).
     fn finish(&self, outcome: Result<(), Error>) -> Option<Waker> {
-        *self.outcome.borrow_mut() = Some(outcome);
-        self.waker.borrow_mut().take()
+        let mut inner = self.lock();
+        inner.outcome = Some(outcome);
+        inner.waker.take()
     }
 }
 
@@ -150,7 +165,7 @@ impl Slot {
 #[derive(Debug, Default)]
 pub(crate) struct FdWaiters {
     /// The reader, writer and priority waiter, indexed by `Direction as usize`.
-    slots: [Option<Rc<Slot>>; 3],
+    slots: [Option<Arc<Slot>>; 3],
     /// The interest armed in the kernel; empty once a one-shot report disarmed it.
     armed: Interest,
 }
@@ -313,7 +328,7 @@ pub struct WaitFd<'fd> {
     /// Which direction.
     dir: Direction,
     /// Our slot in the reactor's table once armed.
-    slot: Option<Rc<Slot>>,
+    slot: Option<Arc<Slot>>,
     /// Whether the future already returned.
     done: bool,
 }
@@ -349,12 +364,12 @@ impl<'fd> WaitFd<'fd> {
                 tracing::trace!(fd = self.fd.as_raw_fd(), dir = ?self.dir, "wait: busy");
                 return Poll::Ready(Err(Error::BusyResource));
             }
-            let slot = Rc::new(Slot::default());
-            *slot.waker.borrow_mut() = Some(waker.clone());
-            *slot_ref = Some(Rc::clone(&slot));
+            let slot = Arc::new(Slot::default());
+            slot.lock().waker = Some(waker.clone());
+            *slot_ref = Some(Arc::clone(&slot));
             update(&reactor, &mut state, self.fd, &mut wake);
             // If arming failed, `update` finished our slot with the error.
-            let outcome = slot.outcome.borrow_mut().take();
+            let outcome = slot.lock().outcome.take();
             match outcome {
                 Some(outcome) => Poll::Ready(outcome),
                 None => {
@@ -367,6 +382,9 @@ impl<'fd> WaitFd<'fd> {
         wake.into_iter()
             .filter(|w| !w.will_wake(waker))
             .for_each(Waker::wake);
+        if result.is_pending() {
+            reactor.ensure_driven();
+        }
         result
     }
 }
@@ -381,16 +399,27 @@ impl Future for WaitFd<'_> {
         }
         let result = match &this.slot {
             None => this.start(cx.waker()),
-            Some(slot) => match slot.outcome.borrow_mut().take() {
-                Some(outcome) => Poll::Ready(outcome),
-                None => {
-                    let mut w = slot.waker.borrow_mut();
-                    if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        *w = Some(cx.waker().clone());
+            Some(slot) => {
+                let mut inner = slot.lock();
+                match inner.outcome.take() {
+                    Some(outcome) => Poll::Ready(outcome),
+                    None => {
+                        let old = if inner
+                            .waker
+                            .as_ref()
+                            .is_some_and(|w| w.will_wake(cx.waker()))
+                        {
+                            None
+                        } else {
+                            inner.waker.replace(cx.waker().clone())
+                        };
+                        drop(inner);
+                        // Dropped outside the lock: a waker's drop may run arbitrary code.
+                        drop(old);
+                        Poll::Pending
                     }
-                    Poll::Pending
                 }
-            },
+            }
         };
         if result.is_ready() {
             this.slot = None;
@@ -405,19 +434,17 @@ impl Drop for WaitFd<'_> {
         let Some(slot) = self.slot.take() else {
             return;
         };
-        if slot.outcome.borrow().is_some() {
+        if slot.lock().outcome.is_some() {
             return; // already finished and removed by the reactor
         }
         let mut wake = Vec::new();
         {
             let reactor = self.reactor.clone();
-            let Ok(mut state) = reactor.try_state_mut() else {
-                return;
-            };
+            let mut state = reactor.state_mut();
             let raw = self.fd.as_raw_fd();
             if let Some(waiters) = state.fds.get_mut(&raw) {
                 let mine = &mut waiters.slots[self.dir as usize];
-                if mine.as_ref().is_some_and(|s| Rc::ptr_eq(s, &slot)) {
+                if mine.as_ref().is_some_and(|s| Arc::ptr_eq(s, &slot)) {
                     *mine = None;
                 }
             }

@@ -13,7 +13,7 @@
 use rustix::event::{EventfdFlags, eventfd};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Wakes a reactor blocked in `epoll_wait` from any thread.
 #[derive(Debug)]
@@ -22,6 +22,8 @@ pub struct Waker {
     fd: OwnedFd,
     /// Whether a write is outstanding that the reactor has not drained yet.
     pending: AtomicBool,
+    /// `write(2)`s made so far (statistics).
+    writes: AtomicU64,
 }
 
 impl Waker {
@@ -31,6 +33,7 @@ impl Waker {
         Ok(Waker {
             fd,
             pending: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
         })
     }
 
@@ -40,6 +43,7 @@ impl Waker {
             return Ok(());
         }
         tracing::trace!(fd = self.fd.as_raw_fd(), "waker write");
+        self.writes.fetch_add(1, Ordering::Relaxed);
         match rustix::io::write(&self.fd, &1u64.to_ne_bytes()) {
             Ok(_) => Ok(()),
             // The counter is saturated: the reactor is already woken.
@@ -49,6 +53,11 @@ impl Waker {
                 Err(e.into())
             }
         }
+    }
+
+    /// How many `write(2)`s wakes have cost so far (coalesced wakes cost none).
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// Called by the reactor when the eventfd is readable, before it looks for the work

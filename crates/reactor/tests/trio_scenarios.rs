@@ -1,5 +1,10 @@
 //! Trio's epoll scenarios against real kernel objects: busy waiters, notify_closing,
 //! unnotified closes, dups, cancellation, HUP/ERR, persistent registrations, nesting.
+//!
+//! Here a private reactor is turned by hand and polled with recording wakers, so each
+//! step is observed exactly. The same scenarios as tasks on the shared reactor, under
+//! greenfd-rt, tokio (multi-thread and current-thread) and smol, are in
+//! `crates/rt/tests/runtimes.rs`.
 
 use greenfd_reactor::{Error, Reactor};
 use std::future::Future;

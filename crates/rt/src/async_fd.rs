@@ -14,7 +14,6 @@
 //! `BusyResource` rather than allowed to turn its registration one-shot.
 
 use crate::blocking::{Unblock, unblock};
-use crate::executor::current_reactor;
 use futures_io::{AsyncRead, AsyncWrite};
 use greenfd_reactor::{Interest, Reactor, Registration};
 use rustix::io::Errno;
@@ -52,19 +51,19 @@ pub struct Async<T: AsFd> {
 }
 
 impl<T: AsFd> Async<T> {
-    /// Makes `io` non-blocking and registers it with the current runtime's reactor
-    /// (falling back to the blocking pool for regular files).
+    /// Makes `io` non-blocking and registers it with the process-wide reactor
+    /// ([`Reactor::global`]; falling back to the blocking pool for regular files). Works
+    /// in any executor: greenfd-rt's drives the reactor, under tokio or smol its fallback
+    /// thread does.
     ///
     /// `O_NONBLOCK` belongs to the open file description: it is shared with dups and
     /// other processes holding the same description (e.g. an inherited terminal), and it
     /// stays set after [`Async::into_inner`].
     ///
-    /// Fails outside a greenfd runtime, or if `fcntl`/`epoll_ctl` fail (e.g. `EEXIST`
-    /// if this fd number is already registered with the runtime's reactor).
+    /// Fails if the reactor cannot be created, or if `fcntl`/`epoll_ctl` fail (e.g.
+    /// `EEXIST` if this fd number is already registered with the reactor).
     pub fn new(io: T) -> io::Result<Async<T>> {
-        let reactor = current_reactor().ok_or_else(|| {
-            io::Error::other("Async::new needs a greenfd runtime (inside greenfd_rt::block_on)")
-        })?;
+        let reactor = Reactor::global()?;
         let fd = io.as_fd();
         let flags = rustix::fs::fcntl_getfl(fd)?;
         rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK)?;

@@ -1,11 +1,17 @@
 //! The single-threaded executor: `block_on`, `spawn`, `JoinHandle`.
 //!
-//! One thread runs every task and drives the reactor. A task is a boxed future in a
-//! table keyed by a never-reused id; its `std::task::Waker` is `Send + Sync` (an
-//! `Arc` holding the id and the shared run queue), so a task may be woken from any
-//! thread: the wake pushes the id onto a mutex-protected queue and, if the executor is
-//! parked in `epoll_wait`, writes the reactor's eventfd (coalesced by
-//! [`greenfd_reactor::Waker`]).
+//! One thread runs every task and, when it has nothing to run, drives the process-wide
+//! reactor ([`Reactor::global`]): it attaches itself, so the reactor's fallback thread
+//! stands aside, and blocks in `epoll_wait`. A task is a boxed future in a table keyed
+//! by a never-reused id; its `std::task::Waker` is `Send + Sync` (an `Arc` holding the
+//! id and the shared run queue), so a task may be woken from any thread: the wake pushes
+//! the id onto a mutex-protected queue and then
+//!
+//! * on the executor's own thread (e.g. the reactor's turn waking a task of this
+//!   executor) does nothing more: the thread is awake, no syscall;
+//! * from another thread, if the executor is parked in `epoll_wait`, writes the
+//!   reactor's eventfd (coalesced by [`greenfd_reactor::Waker`]); if it is parked on
+//!   its thread (another thread was driving the reactor), unparks it.
 //!
 //! Cancellation is dropping: a task's future is dropped when it is cancelled through
 //! [`JoinHandle::cancel`] or when `block_on` returns with tasks still pending, and each
@@ -20,9 +26,10 @@ use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 /// The id of the future given to `block_on`.
@@ -36,10 +43,26 @@ const BATCH: usize = 256;
 struct Shared {
     /// Ids of woken tasks, in wake order.
     queue: Mutex<VecDeque<u64>>,
-    /// Whether the executor is (about to be) blocked in `epoll_wait`.
-    parked: AtomicBool,
-    /// Interrupts `epoll_wait` for wakes from other threads.
-    reactor_waker: Arc<greenfd_reactor::Waker>,
+    /// Where the executor sleeps: [`RUNNING`], [`IN_REACTOR`] or [`ON_THREAD`].
+    parked: AtomicU8,
+    /// The reactor it drives (its eventfd interrupts `epoll_wait`).
+    reactor: Reactor,
+    /// The executor's thread, to unpark it.
+    thread: Thread,
+}
+
+/// The executor is running tasks: a wake only queues.
+const RUNNING: u8 = 0;
+/// The executor is (about to be) blocked in `epoll_wait`: a wake writes the eventfd.
+const IN_REACTOR: u8 = 1;
+/// The executor is (about to be) parked on its thread while another drives: a wake
+/// unparks it.
+const ON_THREAD: u8 = 2;
+
+thread_local! {
+    /// The `Shared` of the executor running on this thread (its address), so a wake
+    /// issued on the executor's own thread skips the cross-thread signal.
+    static OWN: Cell<usize> = const { Cell::new(0) };
 }
 
 /// A task's waker.
@@ -67,12 +90,17 @@ impl Wake for TaskWaker {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push_back(self.id);
+        // On the executor's own thread the executor is awake (this wake comes from a task
+        // it polls or from the turn it runs): the queue is enough.
+        if OWN.with(Cell::get) == Arc::as_ptr(&self.shared) as usize {
+            return;
+        }
         // Pairs with the executor's store of `parked` then re-check of the queue: one of
         // the two sides sees the other, so no wake is lost.
-        if self.shared.parked.load(Ordering::SeqCst) {
-            if let Err(e) = self.shared.reactor_waker.wake() {
-                tracing::warn!(error = %e, "cannot wake the reactor");
-            }
+        match self.shared.parked.load(Ordering::SeqCst) {
+            IN_REACTOR => self.shared.reactor.notify(),
+            ON_THREAD => self.shared.thread.unpark(),
+            _ => {}
         }
     }
 }
@@ -113,7 +141,8 @@ pub(crate) fn current() -> Option<Rc<Core>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
-/// The reactor of the runtime running on this thread, if any.
+/// The reactor of the runtime running on this thread, if any (the process-wide
+/// [`Reactor::global`], which every runtime shares).
 pub fn current_reactor() -> Option<Reactor> {
     current().map(|c| c.reactor.clone())
 }
@@ -281,11 +310,13 @@ pub fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
             "greenfd_rt::block_on called inside a greenfd runtime",
         ));
     }
-    let reactor = Reactor::new()?;
+    let reactor = Reactor::global()?;
+    let _attached = reactor.attach_executor();
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::new()),
-        parked: AtomicBool::new(false),
-        reactor_waker: reactor.waker(),
+        parked: AtomicU8::new(RUNNING),
+        reactor: reactor.clone(),
+        thread: std::thread::current(),
     });
     let core = Rc::new(Core {
         reactor,
@@ -296,6 +327,7 @@ pub fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
         next_timer: Cell::new(0),
     });
     CURRENT.with(|c| *c.borrow_mut() = Some(Rc::clone(&core)));
+    OWN.with(|o| o.set(Arc::as_ptr(&shared) as usize));
     let _guard = Uninstall(Rc::clone(&core));
     let main_waker = Arc::new(TaskWaker {
         id: MAIN,
@@ -305,13 +337,15 @@ pub fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
     main_waker.wake_by_ref();
     let main_waker_std = Waker::from(Arc::clone(&main_waker));
     let mut future = pin!(future);
+    // Reused every iteration: taking a batch allocates nothing.
+    let mut batch: Vec<u64> = Vec::with_capacity(BATCH);
     loop {
-        let batch: Vec<u64> = {
+        {
             let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             let n = q.len().min(BATCH);
-            q.drain(..n).collect()
-        };
-        for id in batch {
+            batch.extend(q.drain(..n));
+        }
+        for id in batch.drain(..) {
             if id == MAIN {
                 main_waker.scheduled.store(false, Ordering::Release);
                 if let Poll::Ready(v) = future
@@ -333,21 +367,55 @@ pub fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
                 .is_empty()
         };
         let timeout = if queue_empty() {
-            // Announce the park, then look again: a wake from another thread either
-            // lands before this check or sees `parked` and writes the eventfd.
-            shared.parked.store(true, Ordering::SeqCst);
-            if queue_empty() {
-                core.next_timeout()
-            } else {
-                Some(Duration::ZERO)
-            }
+            core.next_timeout()
         } else {
             Some(Duration::ZERO)
         };
-        let turned = core.reactor.turn(timeout);
-        shared.parked.store(false, Ordering::SeqCst);
-        turned?;
+        if let Some(driver) = core.reactor.try_lock_driver() {
+            drive(&shared, driver, timeout, &queue_empty)?;
+            continue;
+        }
+        // Another thread drives the reactor (another executor, or the fallback thread
+        // handing over): wait to take over, or for a wake of our own.
+        let _candidate = core.reactor.enlist();
+        if let Some(driver) = core.reactor.try_lock_driver() {
+            drive(&shared, driver, timeout, &queue_empty)?;
+            continue;
+        }
+        shared.parked.store(ON_THREAD, Ordering::SeqCst);
+        if queue_empty() {
+            match timeout {
+                None => std::thread::park(),
+                Some(t) if !t.is_zero() => std::thread::park_timeout(t),
+                Some(_) => {}
+            }
+        }
+        shared.parked.store(RUNNING, Ordering::SeqCst);
     }
+}
+
+/// One turn of the reactor as its driver, parked in `epoll_wait` for at most `timeout`.
+fn drive(
+    shared: &Shared,
+    mut driver: greenfd_reactor::Driver<'_>,
+    timeout: Option<Duration>,
+    queue_empty: &dyn Fn() -> bool,
+) -> io::Result<()> {
+    let timeout = if timeout == Some(Duration::ZERO) {
+        timeout
+    } else {
+        // Announce the park, then look again: a wake from another thread either lands
+        // before this check or sees `parked` and writes the eventfd.
+        shared.parked.store(IN_REACTOR, Ordering::SeqCst);
+        if queue_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        }
+    };
+    let turned = driver.turn(timeout);
+    shared.parked.store(RUNNING, Ordering::SeqCst);
+    turned.map(drop)
 }
 
 /// Uninstalls the executor on exit (also on panic), dropping leftover tasks while the
@@ -364,6 +432,7 @@ impl Drop for Uninstall {
             drop(tasks);
         }
         CURRENT.with(|c| *c.borrow_mut() = None);
+        OWN.with(|o| o.set(0));
     }
 }
 
@@ -405,7 +474,18 @@ impl Core {
 
     /// Wakes every timer whose deadline passed.
     fn fire_timers(&self) {
-        let now = Instant::now();
+        // The common case on the IO hot path: no timer, or none due. Checked first so
+        // a loop iteration costs no clock read, split or allocation for timers.
+        let now = match self.timers.borrow().keys().next() {
+            None => return,
+            Some(&(first, _)) => {
+                let now = Instant::now();
+                if first > now {
+                    return;
+                }
+                now
+            }
+        };
         let due: Vec<Waker> = {
             let mut timers = self.timers.borrow_mut();
             let later = timers.split_off(&(now, u64::MAX));

@@ -9,8 +9,15 @@
 //!
 //! The executor is single-threaded: [`block_on`] runs a future and every task
 //! [`spawn`]ed from it on the calling thread, with [`sleep`]/[`timeout`] timers, and
-//! blocks in `epoll_wait` when nothing is runnable. Tasks may be woken from any thread.
-//! Borrowed-fd waits (Trio's discipline) are available through [`current_reactor`].
+//! drives the process-wide reactor ([`reactor::Reactor::global`]), blocking in
+//! `epoll_wait` when nothing is runnable. Tasks may be woken from any thread.
+//! Borrowed-fd waits (Trio's discipline) are available through [`current_reactor`] or
+//! `Reactor::global()`.
+//!
+//! [`Async<T>`], [`TapDevice`], [`TunDevice`] and the reactor's waits are `Send` and work
+//! in any executor: inside `tokio::spawn` (multi-thread or current-thread) or on smol,
+//! a fallback thread drives the reactor while no greenfd-rt executor is running. The
+//! timers ([`sleep`], [`timeout`]) and [`spawn`] belong to greenfd-rt's executor.
 //!
 //! ```
 //! use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -50,3 +57,30 @@ pub use executor::{
 pub use greenfd_reactor as reactor;
 pub use time::{Elapsed, Sleep, Timeout, sleep, timeout};
 pub use tun::{TapDevice, TunDevice, TunError};
+
+/// Compile-time checks: the IO types and their futures cross threads, so they run
+/// inside `tokio::spawn` on a multi-thread runtime.
+#[allow(dead_code)]
+fn _assert_kinds() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Async<std::os::unix::net::UnixStream>>();
+    send_sync::<TapDevice>();
+    send_sync::<TunDevice>();
+    send_sync::<TunError>();
+    let (tap, tun): (&TapDevice, &TunDevice) = (unreachable_ref(), unreachable_ref());
+    let mut buf = [0u8; 1];
+    send(&tap.recv(&mut buf));
+    send(&tap.send(&[]));
+    send(&tun.recv(&mut buf));
+    let a: &Async<std::os::unix::net::UnixStream> = unreachable_ref();
+    send(&a.readable());
+    send(&a.writable());
+    send(&a.read_with(|_| Ok(())));
+}
+
+/// Never called: gives `_assert_kinds` a typed reference without building a value.
+#[allow(dead_code)]
+fn unreachable_ref<T>() -> &'static T {
+    unreachable!("compile-time check only")
+}

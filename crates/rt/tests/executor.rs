@@ -204,3 +204,47 @@ fn unblock_runs_off_the_loop() {
     })
     .unwrap();
 }
+
+/// This binary runs greenfd-rt only: its executors drive the reactor, so the fallback
+/// driver thread is never needed and never started, even with tasks parked on IO, and
+/// even with several executors on several threads at once.
+#[test]
+fn the_fallback_driver_is_not_started_while_executors_drive() {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(|| {
+                block_on(async {
+                    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+                    let (mut a, mut b) = (
+                        greenfd_rt::Async::new(a).unwrap(),
+                        greenfd_rt::Async::new(b).unwrap(),
+                    );
+                    let echo = spawn(async move {
+                        let mut buf = [0u8; 4];
+                        for _ in 0..100 {
+                            b.read_exact(&mut buf).await.unwrap();
+                            b.write_all(&buf).await.unwrap();
+                        }
+                    });
+                    let mut buf = [0u8; 4];
+                    for _ in 0..100 {
+                        a.write_all(b"ping").await.unwrap();
+                        a.read_exact(&mut buf).await.unwrap();
+                    }
+                    echo.await.unwrap();
+                    let stats = current_reactor().unwrap().statistics();
+                    assert!(stats.executors >= 1);
+                    stats.fallback_driver
+                })
+                .unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(
+            !t.join().unwrap(),
+            "fallback thread started under greenfd-rt"
+        );
+    }
+}

@@ -1,132 +1,267 @@
-//! TUN devices through the rt API, in a private network namespace of the test thread:
-//! packets both ways, multi-queue, and a clear error when the device vanishes.
+//! TUN and TAP devices through the rt API, in a private network namespace of the test
+//! thread, with every test body run under greenfd-rt, tokio (multi-thread and
+//! current-thread) and smol: packets both ways, a clear error when the device vanishes,
+//! multi-queue, concurrent send and recv through `&self`, and two TAP devices where a
+//! stalled one never delays the other.
+//!
+//! Devices and sockets are created on the test thread (the one in the namespace); the
+//! runtimes' threads only do IO on the fds, and `ip` runs in the namespace via
+//! [`ip_in`].
 
-use greenfd_rt::{Async, TapDevice, TunDevice, TunError, block_on, timeout};
+mod common;
+
+use common::*;
+use greenfd_rt::{Async, TapDevice, TunDevice, TunError};
 use std::net::{Ipv4Addr, UdpSocket};
-use std::time::Duration;
-
-use greenfd_test_support::{ip, private_netns};
-
-/// The Internet checksum.
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// An IPv4/UDP packet (UDP checksum 0: "none", valid for IPv4).
-fn udp_packet(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
-    let total = (20 + 8 + payload.len()) as u16;
-    let mut p = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
-    p[2..4].copy_from_slice(&total.to_be_bytes());
-    p.extend_from_slice(&src.0.octets());
-    p.extend_from_slice(&dst.0.octets());
-    let sum = checksum(&p);
-    p[10..12].copy_from_slice(&sum.to_be_bytes());
-    p.extend_from_slice(&src.1.to_be_bytes());
-    p.extend_from_slice(&dst.1.to_be_bytes());
-    p.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    p
-}
+use std::sync::{Arc, Mutex};
 
 #[test]
 fn tun_packets_both_ways_then_a_clear_error_when_it_vanishes() {
+    let _s = serial();
     if let Err(why) = private_netns() {
         eprintln!("skip: {why}");
         return;
     }
-    block_on(async {
-        assert!(matches!(
-            TunDevice::new("a-name-that-is-too-long"),
-            Err(TunError::InvalidName(_))
-        ));
-        let tun = TunDevice::new("gtun0").unwrap();
-        assert_eq!(tun.name(), "gtun0");
-        ip(&["addr", "add", "10.78.0.1/24", "dev", "gtun0"]);
-        ip(&["link", "set", "dev", "gtun0", "up"]);
-        let local = Ipv4Addr::new(10, 78, 0, 1);
-        let remote = Ipv4Addr::new(10, 78, 0, 2);
-
-        // Kernel → device: a datagram routed to 10.78.0.2 comes out as an IP packet.
+    assert!(matches!(
+        TunDevice::new("a-name-that-is-too-long"),
+        Err(TunError::InvalidName(_))
+    ));
+    let ns = Arc::new(this_netns());
+    for (i, rt) in RUNTIMES.into_iter().enumerate() {
+        let name = format!("gtun{i}");
+        let tun = TunDevice::new(&name).unwrap();
+        assert_eq!(tun.name(), name);
+        let local = Ipv4Addr::new(10, 78, i as u8, 1);
+        let remote = Ipv4Addr::new(10, 78, i as u8, 2);
+        ip(&["addr", "add", &format!("{local}/24"), "dev", &name]);
+        ip(&["link", "set", "dev", &name, "up"]);
         let sock = UdpSocket::bind((local, 0)).unwrap();
-        let port = sock.local_addr().unwrap().port();
-        let sock = Async::new(sock).unwrap();
-        sock.get_ref().send_to(b"to the tun", (remote, 7)).unwrap();
-        let mut buf = [0u8; 2048];
-        loop {
-            let n = timeout(Duration::from_secs(10), tun.recv(&mut buf))
-                .await
-                .expect("a packet within 10 s")
-                .unwrap();
-            let p = &buf[..n];
-            // Skip anything else the kernel sends (e.g. IPv6 chatter).
-            if p.len() >= 28 && p[0] >> 4 == 4 && p[9] == 17 && p[16..20] == remote.octets() {
-                assert_eq!(&p[22..24], &7u16.to_be_bytes());
-                assert_eq!(&p[28..], b"to the tun");
-                break;
-            }
-        }
-
-        // Device → kernel: a packet we write is delivered to the socket.
-        let pkt = udp_packet((remote, 7), (local, port), b"from the tun");
-        assert_eq!(tun.send(&pkt).await.unwrap(), pkt.len());
-        let mut got = [0u8; 64];
-        let (n, from) = timeout(
-            Duration::from_secs(10),
-            sock.read_with(|s| s.recv_from(&mut got)),
-        )
-        .await
-        .expect("delivered within 10 s")
-        .unwrap();
-        assert_eq!(&got[..n], b"from the tun");
-        assert_eq!(from, (remote, 7).into());
-
-        // The interface is deleted while a task waits in recv: it wakes with Vanished.
-        let waiting = greenfd_rt::spawn(async move {
+        let ns = Arc::clone(&ns);
+        run(rt, move |rt| async move {
+            // Kernel → device: a datagram routed to the remote comes out as an IP packet.
+            let port = sock.local_addr().unwrap().port();
+            let sock = Async::new(sock).unwrap();
+            sock.get_ref().send_to(b"to the tun", (remote, 7)).unwrap();
             let mut buf = [0u8; 2048];
             loop {
-                match tun.recv(&mut buf).await {
-                    Ok(_) => continue, // late packets from before the deletion
-                    Err(e) => return e,
+                let n = tun.recv(&mut buf).await.unwrap();
+                let p = &buf[..n];
+                // Skip anything else the kernel sends (e.g. IPv6 chatter).
+                if p.len() >= 28 && p[0] >> 4 == 4 && p[9] == 17 && p[16..20] == remote.octets() {
+                    assert_eq!(&p[22..24], &7u16.to_be_bytes());
+                    assert_eq!(&p[28..], b"to the tun");
+                    break;
                 }
             }
+
+            // Device → kernel: a packet we write is delivered to the socket.
+            let pkt = udp_packet((remote, 7), (local, port), b"from the tun");
+            assert_eq!(tun.send(&pkt).await.unwrap(), pkt.len());
+            let mut got = [0u8; 64];
+            let (n, from) = sock.read_with(|s| s.recv_from(&mut got)).await.unwrap();
+            assert_eq!(&got[..n], b"from the tun");
+            assert_eq!(from, (remote, 7).into());
+
+            // The interface is deleted while a task waits in recv: it wakes with Vanished.
+            let result = Arc::new(Mutex::new(None));
+            let waiting = {
+                let result = Arc::clone(&result);
+                spawn_on(rt, async move {
+                    let mut buf = [0u8; 2048];
+                    loop {
+                        match tun.recv(&mut buf).await {
+                            Ok(_) => continue, // late packets from before the deletion
+                            Err(e) => {
+                                *result.lock().unwrap() = Some(e);
+                                return;
+                            }
+                        }
+                    }
+                })
+            };
+            sleep(std::time::Duration::from_millis(20)).await;
+            ip_in(&ns, &["link", "del", &name]);
+            waiting.await;
+            let err = result.lock().unwrap().take().unwrap();
+            assert!(
+                matches!(err, TunError::Vanished(ref n) if *n == name),
+                "{err:?}"
+            );
         });
-        futures_lite::future::yield_now().await;
-        ip(&["link", "del", "gtun0"]);
-        let err = timeout(Duration::from_secs(10), waiting)
-            .await
-            .expect("woken within 10 s")
-            .unwrap();
-        assert!(
-            matches!(err, TunError::Vanished(ref n) if n == "gtun0"),
-            "{err:?}"
-        );
-    })
-    .unwrap();
+    }
 }
 
 #[test]
 fn multi_queue_tap_opens_several_queues_of_one_interface() {
+    let _s = serial();
     if let Err(why) = private_netns() {
         eprintln!("skip: {why}");
         return;
     }
-    block_on(async {
-        let q0 = TapDevice::new_multi_queue("gmq0").unwrap();
-        let q1 = TapDevice::new_multi_queue("gmq0").unwrap();
-        assert_eq!((q0.name(), q1.name()), ("gmq0", "gmq0"));
-        // A single-queue open of the same interface is refused: the flags differ.
-        assert!(matches!(
-            TapDevice::new("gmq0"),
-            Err(TunError::Create { .. })
-        ));
-    })
-    .unwrap();
+    let q0 = TapDevice::new_multi_queue("gmq0").unwrap();
+    let q1 = TapDevice::new_multi_queue("gmq0").unwrap();
+    assert_eq!((q0.name(), q1.name()), ("gmq0", "gmq0"));
+    // A single-queue open of the same interface is refused: the flags differ.
+    assert!(matches!(
+        TapDevice::new("gmq0"),
+        Err(TunError::Create { .. })
+    ));
+}
+
+#[test]
+fn a_tun_device_sends_and_receives_concurrently_through_a_shared_reference() {
+    let _s = serial();
+    if let Err(why) = private_netns() {
+        eprintln!("skip: {why}");
+        return;
+    }
+    for (i, rt) in RUNTIMES.into_iter().enumerate() {
+        // Device and addresses are set up on this thread, which is in the namespace; the
+        // runtime's threads only do IO on the fds.
+        let name = format!("grt{i}");
+        let tun = Arc::new(TunDevice::new(&name).unwrap());
+        let (ours, peer) = (
+            Ipv4Addr::new(10, 79, i as u8, 1),
+            Ipv4Addr::new(10, 79, i as u8, 2),
+        );
+        ip(&["addr", "add", &format!("{ours}/24"), "dev", &name]);
+        ip(&["link", "set", &name, "up"]);
+        let sock = UdpSocket::bind((ours, 7000)).unwrap();
+        run(rt, move |rt| async move {
+            const N: u16 = 20;
+            // Reader task: packets the kernel routes to the peer come out of the device.
+            let reader = {
+                let tun = Arc::clone(&tun);
+                spawn_on(rt, async move {
+                    let mut seen = 0;
+                    let mut buf = [0u8; 2048];
+                    while seen < N {
+                        let n = tun.recv(&mut buf).await.unwrap();
+                        if let Some(p) = udp_payload_to(&buf[..n], 9000) {
+                            assert_eq!(p, format!("out{seen}").as_bytes());
+                            seen += 1;
+                        }
+                    }
+                })
+            };
+            // Meanwhile this task sends through the same device (&self) and the kernel
+            // delivers to our socket.
+            let sock = Async::new(sock).unwrap();
+            let mut buf = [0u8; 64];
+            for k in 0..N {
+                let pkt = udp_packet((peer, 9000), (ours, 7000), format!("in{k}").as_bytes());
+                tun.send(&pkt).await.unwrap();
+                let n = sock.read_with(|s| s.recv(&mut buf)).await.unwrap();
+                assert_eq!(&buf[..n], format!("in{k}").as_bytes());
+                sock.write_with(|s| s.send_to(format!("out{k}").as_bytes(), (peer, 9000)))
+                    .await
+                    .unwrap();
+            }
+            reader.await;
+        });
+        // The device went away with its last fd, inside the body.
+    }
+}
+
+#[test]
+fn two_taps_one_task_each_a_stalled_device_never_delays_the_other() {
+    let _s = serial();
+    if let Err(why) = private_netns() {
+        eprintln!("skip: {why}");
+        return;
+    }
+    const N: usize = 20;
+    for (i, rt) in RUNTIMES.into_iter().enumerate() {
+        let mut devices = Vec::new();
+        let mut senders = Vec::new();
+        for side in 0..2u8 {
+            let name = format!("gtap{i}{side}");
+            devices.push(TapDevice::new(&name).unwrap());
+            let net = 80 + 2 * i as u8 + side;
+            ip(&["addr", "add", &format!("10.{net}.0.1/24"), "dev", &name]);
+            ip(&["link", "set", &name, "up"]);
+            // A static neighbour: datagrams leave as Ethernet frames at once (no ARP).
+            ip(&[
+                "neigh",
+                "add",
+                &format!("10.{net}.0.2"),
+                "lladdr",
+                "02:00:00:00:00:02",
+                "dev",
+                &name,
+            ]);
+            let sock = UdpSocket::bind((Ipv4Addr::new(10, net, 0, 1), 0)).unwrap();
+            senders.push((sock, Ipv4Addr::new(10, net, 0, 2)));
+        }
+        // Every frame is queued in the kernel before the runtime starts: the stalled
+        // device's fd stays readable throughout.
+        for (sock, peer) in &senders {
+            for k in 0..N {
+                sock.send_to(format!("f{k}").as_bytes(), (*peer, 9000))
+                    .unwrap();
+            }
+        }
+        let busy = devices.pop().unwrap();
+        let stalled = devices.pop().unwrap();
+        run(rt, move |rt| async move {
+            let gate = Arc::new(Done::default());
+            let progress = Arc::new(Mutex::new(Vec::<(&'static str, usize)>::new()));
+            /// Reads `N` UDP frames to port 9000 in order; after the first, `stall_on`
+            /// (if any) must open before the device is read again.
+            async fn serve(
+                tap: TapDevice,
+                who: &'static str,
+                stall_on: Option<Arc<Done>>,
+                progress: Arc<Mutex<Vec<(&'static str, usize)>>>,
+            ) {
+                let mut buf = [0u8; 2048];
+                let mut seen = 0;
+                while seen < N {
+                    let n = tap.recv(&mut buf).await.unwrap();
+                    let Some(p) = buf.get(14..n).and_then(|ip| udp_payload_to(ip, 9000)) else {
+                        continue; // e.g. IPv6 router solicitations
+                    };
+                    assert_eq!(p, format!("f{seen}").as_bytes(), "{who}");
+                    seen += 1;
+                    progress.lock().unwrap().push((who, seen));
+                    if seen == 1 {
+                        if let Some(gate) = &stall_on {
+                            Arc::clone(gate).wait().await;
+                        }
+                    }
+                }
+            }
+            let a = spawn_on(
+                rt,
+                serve(
+                    stalled,
+                    "stalled",
+                    Some(Arc::clone(&gate)),
+                    Arc::clone(&progress),
+                ),
+            );
+            let b = spawn_on(rt, serve(busy, "busy", None, Arc::clone(&progress)));
+            b.await;
+            // The busy device was served completely while the stalled one sat after its
+            // first frame (its fd readable all along).
+            let stalled_so_far = progress
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(w, _)| *w == "stalled")
+                .count();
+            assert!(stalled_so_far <= 1, "the stalled task ran past its stall");
+            gate.set();
+            a.await;
+            let log = progress.lock().unwrap().clone();
+            let count = |who| log.iter().filter(|(w, _)| *w == who).count();
+            assert_eq!((count("busy"), count("stalled")), (N, N), "{log:?}");
+            let last_busy = log.iter().rposition(|(w, _)| *w == "busy").unwrap();
+            let second_stalled = log.iter().position(|e| *e == ("stalled", 2)).unwrap();
+            assert!(
+                last_busy < second_stalled,
+                "the busy device finished before the stalled one resumed: {log:?}"
+            );
+        });
+    }
 }
