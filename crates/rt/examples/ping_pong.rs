@@ -15,15 +15,24 @@ use std::time::{Duration, Instant};
 
 /// Runs the mode named by the first argument.
 fn main() {
-    let mode = std::env::args().nth(1).unwrap();
+    let usage = "usage: ping_pong local|tcp [SECONDS | nCOUNT]";
+    let mode = std::env::args().nth(1).unwrap_or_default();
     let arg = std::env::args().nth(2).unwrap_or("1".into());
     // "nCOUNT": exactly COUNT round trips (for instruction and syscall counts).
-    let fixed: Option<u64> = arg.strip_prefix('n').map(|n| n.parse().unwrap());
-    let dur = Duration::from_secs_f64(if fixed.is_some() {
-        1e9
-    } else {
-        arg.parse().unwrap()
-    });
+    let (fixed, secs) = match arg.strip_prefix('n') {
+        Some(n) => (n.parse::<u64>().ok(), Some(1e9)),
+        None => (
+            None,
+            arg.parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0),
+        ),
+    };
+    let (Some(secs), true) = (secs, arg.starts_with('n') == fixed.is_some()) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let dur = Duration::from_secs_f64(secs);
     let more = move |n: u64, start: Instant| match fixed {
         Some(f) => n < f,
         None => start.elapsed() < dur,
@@ -93,7 +102,10 @@ fn main() {
             }
             n as f64 / start.elapsed().as_secs_f64()
         }
-        _ => panic!("mode"),
+        _ => {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        }
     };
     println!("{rate:.0}");
 }
