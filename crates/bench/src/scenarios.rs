@@ -3,7 +3,7 @@
 use crate::echo::{self, Server};
 use crate::measure::{Samples, alternate};
 use crate::pin::{self, Placement};
-use crate::process::{ChildGuard, free_port, have};
+use crate::process::{ChildGuard, free_port};
 use crate::report::{Goal, Row};
 use crate::{memory, resp, wake};
 use std::io;
@@ -209,64 +209,10 @@ fn spawn_greenfd_serve(greenfd: &Path, mode: &str) -> io::Result<(ChildGuard, So
     Ok((ChildGuard::spawn_listening(cmd, addr)?, addr))
 }
 
-/// redis-benchmark (-c 50; PING, SET, GET; -P 1 and -P 16) against `greenfd serve
-/// --resp` and a single-threaded redis-server, both placements.
+/// redis-benchmark's default suite against `greenfd serve --resp` and redis-server
+/// (see [`resp::scenario`]).
 pub fn resp(greenfd: &Path, plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
-    for tool in ["redis-server", "redis-benchmark"] {
-        if !have(tool) {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{tool} not found (Debian packages redis-server, redis-tools)"),
-            ));
-        }
-    }
-    let requests = if plan.quick { 20_000 } else { 200_000 };
-    let mut rows = Vec::new();
-    for placement in Placement::BOTH {
-        let _guard = pin::apply(placement)?;
-        let tag = placement.label();
-        for pipeline in [1, 16] {
-            progress(&format!("resp -P {pipeline} ({tag})"));
-            let mut ours: Vec<(String, Samples)> = Vec::new();
-            let mut peer: Vec<(String, Samples)> = Vec::new();
-            let record = |into: &mut Vec<(String, Samples)>, results: Vec<(String, f64)>| {
-                for (name, rps) in results {
-                    match into.iter_mut().find(|(n, _)| *n == name) {
-                        Some((_, s)) => s.push(rps),
-                        None => into.push((name, Samples::from(vec![rps]))),
-                    }
-                }
-            };
-            for round in 0..plan.reps {
-                for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
-                    let (server, addr) = if side == 0 {
-                        spawn_greenfd_serve(greenfd, "--resp")?
-                    } else {
-                        resp::spawn_redis_server()?
-                    };
-                    let results =
-                        resp::redis_benchmark(addr, "ping,set,get", requests, 50, pipeline)?;
-                    drop(server);
-                    record(if side == 0 { &mut ours } else { &mut peer }, results);
-                }
-            }
-            for (name, ours_s) in ours {
-                let peer_s = peer
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, s)| s.clone())
-                    .ok_or_else(|| io::Error::other(format!("redis-server run lacks {name}")))?;
-                rows.push(row(
-                    format!("RESP {name} -c 50 -P {pipeline} ({tag})"),
-                    "req/s",
-                    (ours_s, peer_s),
-                    "redis-server",
-                    Goal::AtLeast(1.0),
-                ));
-            }
-        }
-    }
-    Ok(rows)
+    resp::scenario(greenfd, plan, progress)
 }
 
 /// Server RSS holding many idle connections: `greenfd serve --echo` vs the tokio echo

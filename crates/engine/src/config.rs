@@ -6,12 +6,17 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Most bytes queued for one connection (replies and cross-thread sends not yet
-    /// accepted by the kernel). The engine stops reading a connection's requests while
-    /// more than half of this is queued, so the replies to one frame should fit in the
-    /// other half; a reply that does not fit fails with [`SendError::Full`].
+    /// accepted by the kernel; a shared buffer counts its full length though it is not
+    /// copied). A send past it fails with [`SendError::Full`](crate::SendError::Full);
+    /// reading pauses earlier, at [`Config::pause_output`], so the replies to one frame
+    /// have the rest ([`Ctx::room`](crate::Ctx::room) tells how much).
     pub max_output: usize,
     /// Most simultaneous connections; accepting pauses at this count.
     pub max_connections: usize,
+    /// Stop reading a connection's requests while more than this many bytes are queued
+    /// for it (0: half of [`Config::max_output`]). Below `max_output`, so a client that
+    /// reads its replies can still be sent a reply larger than this.
+    pub pause_output: usize,
     /// Set `SO_REUSEPORT` so several engines can share one port.
     pub reuse_port: bool,
     /// `listen(2)` backlog.
@@ -34,6 +39,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_output: 4 << 20,
+            pause_output: 0,
             max_connections: 16 * 1024,
             reuse_port: false,
             backlog: 1024,

@@ -3,6 +3,7 @@
 //! connection that reuses the slot; lookups hand out `&mut Conn` directly.
 
 use crate::error::DisconnectReason;
+use crate::framing::ParseState;
 use crate::handle::GEN_MASK;
 use crate::outbuf::OutBuf;
 use std::io;
@@ -55,6 +56,9 @@ pub(crate) struct Conn {
     pub(crate) id: ConnId,
     /// Tail of a partial frame (empty most of the time).
     pub(crate) inbuf: Vec<u8>,
+    /// How far the framing got in that partial frame (boxed, and only while a frame
+    /// is partly parsed, so an idle connection pays one pointer for it).
+    pub(crate) parse: Option<Box<ParseState>>,
     /// Output not yet accepted by the kernel.
     pub(crate) out: OutBuf,
     /// An edge was reported and the socket has not been read to empty since.
@@ -71,6 +75,8 @@ pub(crate) struct Conn {
     pub(crate) in_flush: bool,
     /// Close once the output is flushed, with this reason.
     pub(crate) closing: Option<DisconnectReason>,
+    /// The socket's `SO_RCVLOWAT` (1 unless a large partial frame is pending).
+    pub(crate) lowat: u32,
 }
 
 impl Conn {
@@ -80,6 +86,7 @@ impl Conn {
             fd,
             id,
             inbuf: Vec::new(),
+            parse: None,
             out: OutBuf::default(),
             readable: false,
             rdhup: false,
@@ -88,6 +95,7 @@ impl Conn {
             in_ready: false,
             in_flush: false,
             closing: None,
+            lowat: 1,
         }
     }
 }

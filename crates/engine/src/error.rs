@@ -32,10 +32,10 @@ pub enum DisconnectReason {
     Io(io::ErrorKind),
 }
 
-/// Why [`EngineHandle::send`] (or [`Ctx::send`]) refused bytes.
+/// Why [`EngineHandle::send`](crate::EngineHandle::send) (or [`Ctx::send`](crate::Ctx::send)) refused bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// The connection's queued output would exceed [`Config::max_output`]; retry after
+    /// The connection's queued output would exceed [`Config::max_output`](crate::Config::max_output); retry after
     /// the peer reads (the `EAGAIN` of the engine).
     #[error("the connection's output buffer is full")]
     Full,

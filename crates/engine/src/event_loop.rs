@@ -47,7 +47,7 @@
 use crate::config::Config;
 use crate::conn::{ConnId, ConnTable};
 use crate::error::{DisconnectReason, EngineError};
-use crate::framing::Framing;
+use crate::framing::{Framing, ParseState};
 use crate::handle::{EngineHandle, Queued, Shared, Stats};
 use crate::handler::Handler;
 use crate::state::Core;
@@ -83,6 +83,9 @@ pub struct Engine<F, H> {
     local_addr: SocketAddr,
     /// The one read buffer every connection reads into.
     pub(crate) rbuf: Box<[u8]>,
+    /// The parse state of the connection being parsed, when it has none of its own
+    /// (its argument list keeps its capacity from frame to frame).
+    pub(crate) scratch: ParseState,
     /// Accepting is paused (fds ran out); retry at this instant.
     pub(crate) accept_paused: Option<Instant>,
     /// Tunables.
@@ -150,7 +153,11 @@ impl<F: Framing, H: Handler> Engine<F, H> {
                 conns: ConnTable::default(),
                 ready: VecDeque::new(),
                 flush: Vec::new(),
-                high_water: (config.max_output as u64 / 2).max(1),
+                high_water: match config.pause_output {
+                    0 => config.max_output / 2,
+                    n => n.min(config.max_output),
+                }
+                .max(1) as u64,
                 fd_freed: false,
             },
             rx,
@@ -159,6 +166,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
             listener: Some(listener),
             local_addr,
             rbuf: vec![0; config.read_buffer.max(512)].into_boxed_slice(),
+            scratch: ParseState::default(),
             accept_paused: None,
             config,
         })

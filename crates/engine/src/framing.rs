@@ -1,20 +1,27 @@
 //! Framing strategies: how a connection's byte stream splits into messages.
 //!
-//! A [`Framing`] is stateless: it looks at the unconsumed bytes of one connection and
-//! says how long the first frame is, that it needs more bytes, or that the stream is
-//! invalid (which disconnects that client only). Keeping it stateless lets one
-//! strategy value serve every connection of an engine, and lets the engine parse
-//! straight out of its shared read buffer, copying only the tail of a partial frame.
+//! A [`Framing`] is one value shared by every connection of an engine; each connection
+//! keeps its own [`ParseState`], so a frame that arrives in many reads is examined once:
+//! every call resumes where the previous one stopped, and the total parse work is
+//! linear in the bytes received. The engine parses straight out of its shared read
+//! buffer and copies only the tail of a partial frame (positions in the state are
+//! relative to the frame's first byte, so they survive that copy).
+//!
+//! A complete frame reaches the handler as a [`Frame`]: its bytes plus the parts the
+//! framing found in it (the payload of a line or a length-prefixed message, the
+//! arguments of a Redis request), so the handler never scans the bytes again.
 //!
 //! Every strategy has a maximum frame size, so a client can never make the engine
 //! buffer more than that many bytes of input.
 
 use std::fmt;
+use std::ops::Range;
 
 /// What a [`Framing`] found at the start of a buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Parsed {
-    /// A complete frame of this many bytes (header and delimiters included).
+    /// A complete frame of this many bytes (header and delimiters included); its parts
+    /// are in the [`ParseState`].
     Frame(usize),
     /// The buffer holds only the beginning of a frame.
     NeedMore,
@@ -33,23 +40,104 @@ pub enum FrameError {
         /// The strategy's maximum frame size.
         max: usize,
     },
-    /// The bytes break the protocol.
+    /// The bytes break the protocol (the text says how, in the protocol's own words).
     #[error("protocol error: {0}")]
-    Protocol(&'static str),
+    Protocol(String),
+}
+
+/// One connection's progress through the frame it is receiving.
+///
+/// The fields are the framing's to use; the engine only resets the state after each
+/// frame. Positions are offsets from the frame's first byte.
+#[derive(Clone, Debug, Default)]
+pub struct ParseState {
+    /// The first byte not examined yet: parsing resumes here.
+    pub pos: usize,
+    /// The parts found so far (ranges of the frame).
+    pub parts: Vec<Range<usize>>,
+    /// A framing-specific count (RESP: the arguments still expected).
+    pub remaining: usize,
+    /// A framing-specific stage (0 before anything is known about the frame).
+    pub stage: u8,
+    /// After `NeedMore`: at least this many more bytes must arrive before the frame
+    /// can complete (0: unknown). The engine then asks the kernel not to wake it for
+    /// less (`SO_RCVLOWAT`), so a large request trickling in costs a few wake-ups
+    /// instead of one per packet.
+    pub need: usize,
+}
+
+/// Parts lists larger than this are freed after their frame instead of kept.
+const KEEP_PARTS: usize = 1024;
+
+impl ParseState {
+    /// Forgets the finished frame, ready for the next one.
+    pub fn reset(&mut self) {
+        self.pos = 0;
+        self.remaining = 0;
+        self.stage = 0;
+        self.need = 0;
+        if self.parts.capacity() > KEEP_PARTS {
+            // One huge request must not pin its argument list to the connection.
+            self.parts = Vec::new();
+        } else {
+            self.parts.clear();
+        }
+    }
+}
+
+/// A complete frame as the handler sees it: its bytes and its parts.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    /// The whole frame, header and delimiters included.
+    bytes: &'a [u8],
+    /// The parts, as ranges of `bytes`.
+    parts: &'a [Range<usize>],
+}
+
+impl<'a> Frame<'a> {
+    /// A frame of `bytes` whose parts are `parts`; `None` if a part lies outside it.
+    pub fn new(bytes: &'a [u8], parts: &'a [Range<usize>]) -> Option<Frame<'a>> {
+        parts
+            .iter()
+            .all(|r| r.start <= r.end && r.end <= bytes.len())
+            .then_some(Frame { bytes, parts })
+    }
+
+    /// The whole frame, header and delimiters included.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The first part: the message inside the frame (empty if there is none).
+    pub fn payload(&self) -> &'a [u8] {
+        self.parts.first().map_or(&[], |r| &self.bytes[r.clone()])
+    }
+
+    /// How many parts the frame has.
+    pub fn part_count(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Part `i`, if there is one.
+    pub fn part(&self, i: usize) -> Option<&'a [u8]> {
+        self.parts.get(i).map(|r| &self.bytes[r.clone()])
+    }
+
+    /// Every part in order (for RESP, the command's arguments).
+    pub fn parts(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
+        let bytes = self.bytes;
+        self.parts.iter().map(move |r| &bytes[r.clone()])
+    }
 }
 
 /// Splits a byte stream into frames.
 pub trait Framing: Send {
-    /// Looks at the first frame in `buf` (which never starts mid-frame).
-    fn parse(&self, buf: &[u8]) -> Parsed;
+    /// Continues parsing the frame at the start of `buf`. Between calls for one frame
+    /// `buf` only grows at its end, and `state` is what the previous call left.
+    fn parse(&self, state: &mut ParseState, buf: &[u8]) -> Parsed;
 
     /// The largest frame this strategy accepts, in bytes.
     fn max_frame(&self) -> usize;
-
-    /// The message inside a complete frame (header or delimiter stripped).
-    fn payload<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
-        frame
-    }
 
     /// Appends `payload` to `out` framed the way [`Framing::parse`] reads it.
     fn encode(&self, payload: &[u8], out: &mut Vec<u8>) {
@@ -58,34 +146,41 @@ pub trait Framing: Send {
 }
 
 /// Calls `on_frame` for every complete frame at the start of `buf`; returns how many
-/// bytes those frames used. Stops early (without consuming more) when `on_frame`
-/// returns false. The one parse loop the engine uses, so property tests cover it.
+/// bytes those frames used. `state` carries the progress on a partial frame from one
+/// call to the next (pass the same state with the leftover bytes plus new ones). Stops
+/// early (without consuming more) when `on_frame` returns false. The one parse loop
+/// the engine uses, so property tests cover it.
 pub fn split_frames<F: Framing + ?Sized>(
     framing: &F,
+    state: &mut ParseState,
     buf: &[u8],
-    mut on_frame: impl FnMut(&[u8]) -> bool,
+    mut on_frame: impl FnMut(Frame<'_>) -> bool,
 ) -> Result<usize, FrameError> {
     let max = framing.max_frame();
     let mut at = 0;
     while at < buf.len() {
-        match framing.parse(&buf[at..]) {
+        let rest = &buf[at..];
+        match framing.parse(state, rest) {
             Parsed::Frame(len) => {
                 // A framing that reports an empty or overlong frame is buggy; treat
                 // it as a protocol error rather than looping or slicing out of range.
-                if len == 0 || len > buf.len() - at {
-                    return Err(FrameError::Protocol("framing reported a bad length"));
+                let bad = || FrameError::Protocol("framing reported a bad length".into());
+                if len == 0 || len > rest.len() {
+                    return Err(bad());
                 }
                 if len > max {
                     return Err(FrameError::TooLarge { len, max });
                 }
-                let keep_going = on_frame(&buf[at..at + len]);
+                let frame = Frame::new(&rest[..len], &state.parts).ok_or_else(bad)?;
+                let keep_going = on_frame(frame);
+                state.reset();
                 at += len;
                 if !keep_going {
                     break;
                 }
             }
             Parsed::NeedMore => {
-                let pending = buf.len() - at;
+                let pending = rest.len();
                 if pending > max {
                     return Err(FrameError::TooLarge { len: pending, max });
                 }
@@ -114,8 +209,10 @@ impl Default for Raw {
 }
 
 impl Framing for Raw {
-    fn parse(&self, buf: &[u8]) -> Parsed {
-        Parsed::Frame(buf.len().min(self.max))
+    fn parse(&self, state: &mut ParseState, buf: &[u8]) -> Parsed {
+        let len = buf.len().min(self.max);
+        state.parts.push(0..len);
+        Parsed::Frame(len)
     }
 
     fn max_frame(&self) -> usize {
@@ -139,25 +236,34 @@ impl Default for Lines {
 }
 
 impl Framing for Lines {
-    fn parse(&self, buf: &[u8]) -> Parsed {
-        let window = &buf[..buf.len().min(self.max)];
-        match window.iter().position(|&b| b == b'\n') {
-            Some(i) => Parsed::Frame(i + 1),
+    fn parse(&self, state: &mut ParseState, buf: &[u8]) -> Parsed {
+        let end = buf.len().min(self.max);
+        let from = state.pos.min(end);
+        match buf[from..end].iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let nl = from + i;
+                let line = if nl > 0 && buf[nl - 1] == b'\r' {
+                    nl - 1
+                } else {
+                    nl
+                };
+                state.parts.push(0..line);
+                Parsed::Frame(nl + 1)
+            }
             None if buf.len() >= self.max => Parsed::Invalid(FrameError::TooLarge {
                 len: buf.len(),
                 max: self.max,
             }),
-            None => Parsed::NeedMore,
+            None => {
+                // Only the new bytes are scanned next time.
+                state.pos = end;
+                Parsed::NeedMore
+            }
         }
     }
 
     fn max_frame(&self) -> usize {
         self.max
-    }
-
-    fn payload<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
-        let line = frame.strip_suffix(b"\n").unwrap_or(frame);
-        line.strip_suffix(b"\r").unwrap_or(line)
     }
 
     fn encode(&self, payload: &[u8], out: &mut Vec<u8>) {
@@ -218,7 +324,7 @@ impl LengthPrefixed {
 }
 
 impl Framing for LengthPrefixed {
-    fn parse(&self, buf: &[u8]) -> Parsed {
+    fn parse(&self, state: &mut ParseState, buf: &[u8]) -> Parsed {
         let header = self.prefix.size();
         if buf.len() < header {
             return Parsed::NeedMore;
@@ -235,18 +341,16 @@ impl Framing for LengthPrefixed {
             });
         }
         if buf.len() < total {
+            state.need = total - buf.len();
             Parsed::NeedMore
         } else {
+            state.parts.push(header..total);
             Parsed::Frame(total)
         }
     }
 
     fn max_frame(&self) -> usize {
         self.max
-    }
-
-    fn payload<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
-        &frame[self.prefix.size().min(frame.len())..]
     }
 
     fn encode(&self, payload: &[u8], out: &mut Vec<u8>) {
@@ -281,12 +385,14 @@ mod tests {
         points.sort_unstable();
         let mut pending = Vec::new();
         let mut frames = Vec::new();
+        let mut state = ParseState::default();
         let mut from = 0;
         for to in points {
             pending.extend_from_slice(&stream[from..to]);
             from = to;
-            let used = split_frames(framing, &pending, |f| {
-                frames.push(framing.payload(f).to_vec());
+            let used = split_frames(framing, &mut state, &pending, |f| {
+                assert_eq!(f.part_count(), 1);
+                frames.push(f.payload().to_vec());
                 true
             })
             .unwrap();
@@ -351,13 +457,16 @@ mod tests {
     #[test]
     fn oversized_frames_are_invalid() {
         assert!(matches!(
-            Lines { max: 8 }.parse(b"123456789"),
+            Lines { max: 8 }.parse(&mut ParseState::default(), b"123456789"),
             Parsed::Invalid(FrameError::TooLarge { .. })
         ));
-        assert_eq!(Lines { max: 8 }.parse(b"1234567\n"), Parsed::Frame(8));
+        assert_eq!(
+            Lines { max: 8 }.parse(&mut ParseState::default(), b"1234567\n"),
+            Parsed::Frame(8)
+        );
         let lp = LengthPrefixed::u32().with_max(100);
         assert!(matches!(
-            lp.parse(&[0, 0, 1, 0]),
+            lp.parse(&mut ParseState::default(), &[0, 0, 1, 0]),
             Parsed::Invalid(FrameError::TooLarge { len: 260, .. })
         ));
     }
@@ -368,14 +477,15 @@ mod tests {
         // the engine-side guard.
         struct Lenient;
         impl Framing for Lenient {
-            fn parse(&self, _: &[u8]) -> Parsed {
+            fn parse(&self, _: &mut ParseState, _: &[u8]) -> Parsed {
                 Parsed::NeedMore
             }
             fn max_frame(&self) -> usize {
                 4
             }
         }
-        assert_eq!(split_frames(&Lenient, b"1234", |_| true), Ok(0));
-        assert!(split_frames(&Lenient, b"12345", |_| true).is_err());
+        let mut state = ParseState::default();
+        assert_eq!(split_frames(&Lenient, &mut state, b"1234", |_| true), Ok(0));
+        assert!(split_frames(&Lenient, &mut state, b"12345", |_| true).is_err());
     }
 }

@@ -195,8 +195,8 @@ impl EngineHandle {
     }
 
     /// Asks the engine to stop: it stops accepting, flushes what the sockets take
-    /// without blocking, reports [`DisconnectReason::Shutdown`] for every connection and
-    /// returns from [`Engine::run`].
+    /// without blocking, reports [`DisconnectReason::Shutdown`](crate::DisconnectReason::Shutdown) for every connection and
+    /// returns from [`Engine::run`](crate::Engine::run).
     pub fn shutdown(&self) {
         self.shared.shutdown.store(true, Ordering::Release);
         if let Err(e) = self.shared.waker.wake() {

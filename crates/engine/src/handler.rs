@@ -2,8 +2,10 @@
 
 use crate::conn::ConnId;
 use crate::error::{DisconnectReason, SendError};
+use crate::framing::{Frame, FrameError};
 use crate::handle::EngineHandle;
 use crate::state::Core;
+use bytes::Bytes;
 use std::sync::Arc;
 
 /// Application callbacks, all called on the reactor thread.
@@ -13,8 +15,16 @@ pub trait Handler {
         let _ = (ctx, id);
     }
 
-    /// A complete frame arrived (header/delimiter included; see [`Framing::payload`]).
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, frame: &[u8]);
+    /// A complete frame arrived, with the parts its framing found
+    /// ([`Frame::payload`], [`Frame::parts`]).
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, frame: Frame<'_>);
+
+    /// The connection sent bytes its framing rejects. Whatever the handler queues now
+    /// (an error reply) is sent, then the connection closes with
+    /// [`DisconnectReason::Invalid`].
+    fn on_invalid(&mut self, ctx: &mut Ctx<'_>, id: ConnId, error: &FrameError) {
+        let _ = (ctx, id, error);
+    }
 
     /// A connection ended; `ctx` can still reach the other connections.
     fn on_disconnect(&mut self, ctx: &mut Ctx<'_>, id: ConnId, reason: &DisconnectReason) {
@@ -41,6 +51,21 @@ impl Ctx<'_> {
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), SendError> {
         let id = self.current.ok_or(SendError::Closed)?;
         self.core.queue_output(id, bytes)
+    }
+
+    /// Replies with a shared buffer, queued by reference when it is large (no copy of
+    /// a stored value, however large). Counts against the output bound like
+    /// [`Ctx::send`].
+    pub fn send_shared(&mut self, bytes: Bytes) -> Result<(), SendError> {
+        let id = self.current.ok_or(SendError::Closed)?;
+        self.core.queue_shared(id, bytes)
+    }
+
+    /// How many more bytes the current connection's output bound takes now: a reply
+    /// larger than this would fail with [`SendError::Full`], so build it only this far.
+    pub fn room(&self) -> usize {
+        let max = self.core.shared.max_output as usize;
+        max.saturating_sub(self.queued())
     }
 
     /// Sends to any connection of this engine, directly.
@@ -83,8 +108,11 @@ impl<H: Handler + ?Sized> Handler for Box<H> {
     fn on_connect(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
         (**self).on_connect(ctx, id)
     }
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, frame: &[u8]) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, frame: Frame<'_>) {
         (**self).on_message(ctx, id, frame)
+    }
+    fn on_invalid(&mut self, ctx: &mut Ctx<'_>, id: ConnId, error: &FrameError) {
+        (**self).on_invalid(ctx, id, error)
     }
     fn on_disconnect(&mut self, ctx: &mut Ctx<'_>, id: ConnId, reason: &DisconnectReason) {
         (**self).on_disconnect(ctx, id, reason)
@@ -96,8 +124,8 @@ impl<H: Handler + ?Sized> Handler for Box<H> {
 pub struct Echo;
 
 impl Handler for Echo {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, frame: &[u8]) {
-        if let Err(e) = ctx.send(frame) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, frame: Frame<'_>) {
+        if let Err(e) = ctx.send(frame.bytes()) {
             // The peer is not reading its echoes: drop it rather than buffer forever.
             tracing::debug!(id = %id, error = %e, "echo does not fit; closing");
             ctx.close();

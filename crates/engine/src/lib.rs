@@ -12,7 +12,12 @@
 //!   [`Config::max_output`] it fails with [`SendError::Full`] instead of growing memory;
 //! - framing as a strategy ([`Framing`]: [`Lines`], [`LengthPrefixed`], [`Raw`], and
 //!   the Redis protocol in the `greenfd-resp` crate), each with a maximum frame size;
-//!   an invalid frame drops that client only;
+//!   each connection keeps its parse progress ([`ParseState`]), so a frame arriving in
+//!   many reads is examined once, and the handler gets the parts the framing found
+//!   ([`Frame`]); an invalid frame drops that client only, after the handler's answer
+//!   ([`Handler::on_invalid`]);
+//! - replies may reference shared buffers ([`Ctx::send_shared`], `bytes::Bytes`) that
+//!   go out by vectored writes without a copy;
 //! - `accept` under `EMFILE` pauses instead of spinning, and resumes when fds free up;
 //! - scale-out with `SO_REUSEPORT`: N engines on N threads ([`Group`]).
 //!
@@ -22,14 +27,14 @@
 //! application's side (`handler.rs`).
 //!
 //! ```
-//! use greenfd_engine::{ConnId, Ctx, Engine, Framing, Handler, Lines};
+//! use greenfd_engine::{ConnId, Ctx, Engine, Frame, Handler, Lines};
 //! use std::io::{BufRead, BufReader, Write};
 //!
 //! /// Replies to each line with its length.
 //! struct Count;
 //! impl Handler for Count {
-//!     fn on_message(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, frame: &[u8]) {
-//!         let n = Lines::default().payload(frame).len();
+//!     fn on_message(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, frame: Frame<'_>) {
+//!         let n = frame.payload().len();
 //!         if ctx.send(format!("{n}\n").as_bytes()).is_err() {
 //!             ctx.close(); // the client stopped reading its replies
 //!         }
@@ -51,7 +56,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod config;
 mod conn;
@@ -70,8 +75,8 @@ pub use conn::ConnId;
 pub use error::{DisconnectReason, EngineError, SendError};
 pub use event_loop::Engine;
 pub use framing::{
-    DEFAULT_MAX_FRAME, FrameError, Framing, LengthPrefixed, Lines, Parsed, Prefix, Raw,
-    split_frames,
+    DEFAULT_MAX_FRAME, Frame, FrameError, Framing, LengthPrefixed, Lines, ParseState, Parsed,
+    Prefix, Raw, split_frames,
 };
 pub use group::Group;
 pub use handle::{EngineHandle, StatsSnapshot};

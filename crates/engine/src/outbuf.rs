@@ -2,9 +2,12 @@
 //!
 //! Small replies are appended to the last chunk (so a burst of pipelined replies goes
 //! out in one syscall); a large owned buffer from [`crate::EngineHandle::send`] is
-//! queued as its own chunk without copying. An empty buffer holds no allocation, so
-//! idle connections cost nothing here.
+//! queued as its own chunk without copying, and a shared buffer ([`bytes::Bytes`],
+//! e.g. a value held by a store) is queued by reference, so a large reply costs no copy
+//! of its values. An empty buffer holds no allocation, so idle connections cost nothing
+//! here, and the chunks of a large reply are freed as soon as they are sent.
 
+use bytes::Bytes;
 use rustix::net::{SendAncillaryBuffer, SendFlags};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -12,16 +15,35 @@ use std::os::fd::BorrowedFd;
 
 /// Chunks grow to this size before a new one is started.
 const CHUNK: usize = 16 * 1024;
-/// Owned buffers smaller than this are copied into the tail chunk instead of queued.
+/// Buffers smaller than this are copied into the tail chunk instead of queued.
 const COPY_BELOW: usize = 4 * 1024;
 /// Most chunks handed to one `sendmsg`.
-const MAX_IOV: usize = 32;
+const MAX_IOV: usize = 64;
+
+/// One queued piece of output.
+#[derive(Debug)]
+enum Chunk {
+    /// Bytes the connection owns (copied replies, owned sends).
+    Owned(Vec<u8>),
+    /// A shared buffer, sent by reference.
+    Shared(Bytes),
+}
+
+impl Chunk {
+    /// The chunk's bytes.
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(b) => b,
+        }
+    }
+}
 
 /// Unsent bytes of one connection.
 #[derive(Debug, Default)]
 pub(crate) struct OutBuf {
     /// Chunks in send order; the first may be partly sent.
-    chunks: VecDeque<Vec<u8>>,
+    chunks: VecDeque<Chunk>,
     /// Bytes of the first chunk already sent.
     head: usize,
     /// Unsent bytes in total.
@@ -45,15 +67,15 @@ impl OutBuf {
             return;
         }
         self.len += bytes.len();
-        if let Some(last) = self.chunks.back_mut()
+        if let Some(Chunk::Owned(last)) = self.chunks.back_mut()
             && last.len() + bytes.len() <= CHUNK
         {
             last.extend_from_slice(bytes);
             return;
         }
-        let mut chunk = Vec::with_capacity(bytes.len().max(1024));
+        let mut chunk = Vec::with_capacity(bytes.len().clamp(1024, CHUNK));
         chunk.extend_from_slice(bytes);
-        self.chunks.push_back(chunk);
+        self.chunks.push_back(Chunk::Owned(chunk));
     }
 
     /// Appends an owned buffer, without copying it when it is large.
@@ -62,7 +84,17 @@ impl OutBuf {
             self.push(&bytes);
         } else {
             self.len += bytes.len();
-            self.chunks.push_back(bytes);
+            self.chunks.push_back(Chunk::Owned(bytes));
+        }
+    }
+
+    /// Appends a shared buffer, by reference when it is large.
+    pub(crate) fn push_shared(&mut self, bytes: Bytes) {
+        if bytes.len() < COPY_BELOW {
+            self.push(&bytes);
+        } else {
+            self.len += bytes.len();
+            self.chunks.push_back(Chunk::Shared(bytes));
         }
     }
 
@@ -70,13 +102,17 @@ impl OutBuf {
     /// `MSG_NOSIGNAL`: a vanished peer is an `EPIPE` error, never a `SIGPIPE`.
     pub(crate) fn write_to(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         let n = if self.chunks.len() == 1 {
-            rustix::net::send(fd, &self.chunks[0][self.head..], SendFlags::NOSIGNAL)?
+            rustix::net::send(
+                fd,
+                &self.chunks[0].as_slice()[self.head..],
+                SendFlags::NOSIGNAL,
+            )?
         } else {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut count = 0;
             for (slot, chunk) in iov.iter_mut().zip(self.chunks.iter()) {
                 let from = if count == 0 { self.head } else { 0 };
-                *slot = IoSlice::new(&chunk[from..]);
+                *slot = IoSlice::new(&chunk.as_slice()[from..]);
                 count += 1;
             }
             rustix::net::sendmsg(
@@ -94,7 +130,7 @@ impl OutBuf {
     fn consume(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
-            let remaining = self.chunks[0].len() - self.head;
+            let remaining = self.chunks[0].as_slice().len() - self.head;
             if n >= remaining {
                 self.chunks.pop_front();
                 self.head = 0;
@@ -123,13 +159,13 @@ mod tests {
         let (a, mut b) = UnixStream::pair().unwrap();
         let mut out = OutBuf::default();
         let mut want = Vec::new();
-        for i in 0..100u32 {
+        for i in 0..150u32 {
             let piece = vec![i as u8; (i as usize * 97) % 9000];
             want.extend_from_slice(&piece);
-            if i % 2 == 0 {
-                out.push(&piece);
-            } else {
-                out.push_owned(piece);
+            match i % 3 {
+                0 => out.push(&piece),
+                1 => out.push_owned(piece),
+                _ => out.push_shared(Bytes::from(piece)),
             }
         }
         assert_eq!(out.len(), want.len());

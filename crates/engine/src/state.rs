@@ -5,6 +5,7 @@
 use crate::conn::{Conn, ConnId, ConnTable};
 use crate::error::SendError;
 use crate::handle::{PENDING_BITS, Queued, Shared, Stats};
+use bytes::Bytes;
 use greenfd_reactor::{Interest, Mode, Poller};
 use std::collections::VecDeque;
 use std::io;
@@ -70,6 +71,22 @@ impl Core {
         }
         self.shared.reserve(id, bytes.len())?;
         conn.out.push(bytes);
+        self.schedule_flush(id);
+        Ok(())
+    }
+
+    /// Reserves room and appends a shared buffer to `id`'s output (by reference when
+    /// it is large).
+    pub(crate) fn queue_shared(&mut self, id: ConnId, bytes: Bytes) -> Result<(), SendError> {
+        let conn = self.conns.get_mut(id).ok_or(SendError::Closed)?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if conn.closing.is_some() {
+            return Err(SendError::Closed);
+        }
+        self.shared.reserve(id, bytes.len())?;
+        conn.out.push_shared(bytes);
         self.schedule_flush(id);
         Ok(())
     }

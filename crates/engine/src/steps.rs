@@ -4,7 +4,7 @@
 use crate::conn::ConnId;
 use crate::error::{DisconnectReason, io_reason};
 use crate::event_loop::{Engine, LISTENER};
-use crate::framing::{Framing, split_frames};
+use crate::framing::{Frame, Framing, split_frames};
 use crate::handle::Stats;
 use crate::handler::{Ctx, Handler};
 use crate::state::Core;
@@ -12,12 +12,41 @@ use greenfd_reactor::{Interest, Mode};
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// `recv` calls one connection gets per loop iteration before others get a turn.
 const READ_BUDGET: usize = 16;
+
+/// A pending frame must need at least this many more bytes before the engine asks
+/// the kernel to hold wake-ups back (smaller frames complete in a packet or two).
+const LOWAT_MIN: usize = 16 * 1024;
+/// The most bytes the kernel is asked to gather before a wake-up.
+const LOWAT_MAX: usize = 256 * 1024;
+
+/// Sets `SO_RCVLOWAT`: `epoll` reports the socket readable only once `bytes` are
+/// queued (or at end of stream / error). rustix has no wrapper for it.
+#[allow(unsafe_code)]
+fn set_rcvlowat(fd: BorrowedFd<'_>, bytes: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is a live socket for the duration of the call; the option value is
+    // a valid c_int whose size is passed alongside it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
 
 /// Whether an `accept` error means "out of fds or memory": pause, don't spin.
 fn is_resource_exhaustion(e: Errno) -> bool {
@@ -184,13 +213,21 @@ impl<F: Framing, H: Handler> Engine<F, H> {
             framing,
             handler,
             rbuf,
+            scratch,
             ..
         } = self;
         let Some(conn) = core.conn_mut(id) else {
             return false;
         };
+        // The parse state travels with the bytes: the connection's own if it has a
+        // partial frame, else the engine's scratch one; taken out while frames are
+        // delivered (callbacks may touch the connection table), put back after.
+        let mut state = match conn.parse.take() {
+            Some(own) => *own,
+            None => std::mem::take(scratch),
+        };
         let mut stopped_early = false;
-        let mut deliver = |core: &mut Core, frame: &[u8]| {
+        let mut deliver = |core: &mut Core, frame: Frame<'_>| {
             Stats::add(&core.shared.stats.frames, 1);
             let mut ctx = Ctx {
                 core,
@@ -203,9 +240,10 @@ impl<F: Framing, H: Handler> Engine<F, H> {
         };
         let result = if conn.inbuf.is_empty() {
             // The common case: frames straight out of the shared buffer, only a partial
-            // tail copied.
+            // tail copied (the state's positions are relative to the frame start, so
+            // they stay valid in the copy).
             let data = &rbuf[..n];
-            split_frames(framing, data, |f| deliver(core, f)).map(|used| {
+            split_frames(framing, &mut state, data, |f| deliver(core, f)).map(|used| {
                 if used < n
                     && let Some(conn) = core.conn_mut(id)
                 {
@@ -215,7 +253,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
         } else {
             let mut buf = std::mem::take(&mut conn.inbuf);
             buf.extend_from_slice(&rbuf[..n]);
-            split_frames(framing, &buf, |f| deliver(core, f)).map(|used| {
+            split_frames(framing, &mut state, &buf, |f| deliver(core, f)).map(|used| {
                 buf.drain(..used);
                 if buf.is_empty() && buf.capacity() > rbuf.len() {
                     // Don't let one large frame pin its buffer to an idle connection.
@@ -226,19 +264,55 @@ impl<F: Framing, H: Handler> Engine<F, H> {
                 }
             })
         };
-        let Some(conn) = core.conn_mut(id) else {
+        let Some(conn) = core.conns.get_mut(id) else {
+            state.reset();
+            *scratch = state;
             return false;
         };
+        let need = if conn.inbuf.is_empty() { 0 } else { state.need };
+        let in_progress = state.pos > 0 || state.stage != 0 || !state.parts.is_empty();
+        if result.is_ok() && !conn.inbuf.is_empty() && in_progress {
+            conn.parse = Some(Box::new(state));
+        } else {
+            state.reset();
+            *scratch = state;
+        }
         match result {
             Err(e) => {
                 tracing::debug!(id = %id, error = %e, "invalid frame");
                 Stats::add(&core.shared.stats.invalid_frames, 1);
-                self.disconnect(id, DisconnectReason::Invalid(e));
+                conn.inbuf = Vec::new();
+                conn.readable = false;
+                if conn.closing.is_none() {
+                    // The handler may answer (redis sends "-ERR Protocol error: ...");
+                    // the connection closes once that is flushed.
+                    let mut ctx = Ctx {
+                        core,
+                        current: Some(id),
+                    };
+                    handler.on_invalid(&mut ctx, id, &e);
+                    if let Some(conn) = core.conn_mut(id) {
+                        conn.closing = Some(DisconnectReason::Invalid(e));
+                        core.schedule_flush(id);
+                    }
+                }
                 false
             }
             Ok(()) => {
                 if stopped_early && conn.closing.is_none() {
                     conn.stalled = true;
+                }
+                // A large frame still far from complete: don't wake for every packet.
+                let lowat = if need >= LOWAT_MIN {
+                    need.min(LOWAT_MAX) as u32
+                } else {
+                    1
+                };
+                if lowat != conn.lowat {
+                    match set_rcvlowat(conn.fd.as_fd(), lowat) {
+                        Ok(()) => conn.lowat = lowat,
+                        Err(e) => tracing::debug!(id = %id, error = %e, "SO_RCVLOWAT"),
+                    }
                 }
                 !stopped_early
             }

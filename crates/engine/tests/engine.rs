@@ -2,8 +2,8 @@
 //! cross-thread sends, backpressure, peer resets, shutdown, fd exhaustion.
 
 use greenfd_engine::{
-    Config, ConnId, Ctx, DisconnectReason, Echo, Engine, Framing, Group, Handler, LengthPrefixed,
-    Lines, Raw, SendError,
+    Config, ConnId, Ctx, DisconnectReason, Echo, Engine, Frame, Framing, Group, Handler,
+    LengthPrefixed, Lines, Raw, SendError,
 };
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -40,11 +40,12 @@ impl Handler for Recorder {
     fn on_connect(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
         self.report(Seen::Connect(id));
     }
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, frame: &[u8]) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, frame: Frame<'_>) {
         if self.echo {
-            ctx.send(frame).expect("echo fits in the output bound");
+            ctx.send(frame.bytes())
+                .expect("echo fits in the output bound");
         }
-        self.report(Seen::Message(id, frame.to_vec()));
+        self.report(Seen::Message(id, frame.bytes().to_vec()));
     }
     fn on_disconnect(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, reason: &DisconnectReason) {
         self.report(Seen::Disconnect(id, reason.clone()));
@@ -426,8 +427,8 @@ impl Handler for Farewell {
     fn on_connect(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
         self.conns.push(id);
     }
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, frame: &[u8]) {
-        ctx.send(frame).unwrap();
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, frame: Frame<'_>) {
+        ctx.send(frame.bytes()).unwrap();
     }
     fn on_disconnect(&mut self, ctx: &mut Ctx<'_>, id: ConnId, _reason: &DisconnectReason) {
         self.conns.retain(|&c| c != id);

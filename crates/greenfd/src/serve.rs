@@ -15,7 +15,8 @@ use std::os::fd::{AsFd, OwnedFd};
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("mode").args(["resp", "echo", "lines"])))]
 pub struct Args {
-    /// Serve the Redis protocol (RESP2): PING, SET, GET, INCR, MGET, ... (the default).
+    /// Serve the Redis protocol (RESP2 and RESP3): strings, lists, sets, hashes, sorted
+    /// sets, expiry, MULTI/EXEC (the default; the README lists the commands).
     #[arg(long)]
     resp: bool,
     /// Echo every byte back.
@@ -30,10 +31,15 @@ pub struct Args {
     /// Engines (reactor threads) sharing the port through SO_REUSEPORT.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Most bytes queued for one connection before it is pushed back (reading pauses
-    /// at half of it; the default lets a 16 MiB value, the largest request, be read back).
-    #[arg(long, default_value_t = 32 << 20)]
+    /// Most bytes queued for one connection: a client whose reply would pass it is
+    /// closed (logged). Large values are queued by reference, not copied, so this
+    /// bounds a reply's size more than the memory it takes.
+    #[arg(long, default_value_t = 512 << 20)]
     max_output: usize,
+    /// Stop reading a connection's requests while more than this is queued for it, so
+    /// a client that pipelines without reading stalls itself, not the server's memory.
+    #[arg(long, default_value_t = 8 << 20)]
+    pause_output: usize,
     /// Spin this many microseconds polling before each blocking epoll_wait (0: never):
     /// lower latency at one connection, at the cost of a busy CPU while idle-ish.
     #[arg(long, default_value_t = 0, value_name = "US")]
@@ -85,12 +91,27 @@ fn raise_fd_limit() {
     }
 }
 
+/// Makes freed large buffers go back to the kernel. glibc raises its mmap threshold
+/// after each large free, so later large values would come from the heap, which is
+/// not returned after a FLUSHALL; a fixed threshold (setting it turns the dynamic one
+/// off) keeps every buffer above 128 KiB in its own mapping, unmapped when freed.
+fn return_large_frees_to_the_kernel() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tunables; called before any other thread
+    // of this process exists, so no allocation is in flight.
+    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) } != 1 {
+        tracing::debug!("mallopt(M_MMAP_THRESHOLD) refused");
+    }
+}
+
 /// Runs `greenfd serve`.
 pub fn run(args: Args) -> CliResult {
+    return_large_frees_to_the_kernel();
     raise_fd_limit();
     let signals = stop_signal_fd()?;
     let config = Config {
         max_output: args.max_output,
+        pause_output: args.pause_output,
         busy_poll: std::time::Duration::from_micros(args.busy_poll_us),
         ..Config::default()
     };
@@ -104,6 +125,8 @@ pub fn run(args: Args) -> CliResult {
     } else {
         // One shard per thread is plenty: a request holds its shard for nanoseconds.
         let db = Db::new(if threads == 1 { 1 } else { threads * 16 });
+        // Keys past their deadline are removed even when no client touches them.
+        db.start_active_expiry(std::time::Duration::from_millis(100))?;
         let g = Group::spawn(threads, args.addr, config, |_| {
             (Resp::default(), RespServer::new(db.clone()))
         })?;

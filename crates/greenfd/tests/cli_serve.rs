@@ -1,5 +1,8 @@
-//! `greenfd serve` as a process: real Redis clients (`redis-cli`, `redis-benchmark`)
-//! against `--resp`, echo and lines modes, `--threads`, and clean exit on SIGINT/SIGTERM.
+//! `greenfd serve` as a process: real Redis clients (`redis-cli`, `redis-benchmark`'s
+//! default suite, redis-py from PyPI) against `--resp`, its replies compared with a real
+//! `redis-server`, replies that cannot exhaust memory, parse work that stays linear
+//! under a trickled request, echo and lines modes, `--threads`, and clean exit on
+//! SIGINT/SIGTERM.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,9 +26,28 @@ struct Server {
 impl Server {
     /// Starts `greenfd serve <args> --addr 127.0.0.1:0` and reads the address it prints.
     fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_greenfd"))
-            .arg("serve")
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_greenfd"));
+        cmd.arg("serve").args(args);
+        Server::spawn(cmd)
+    }
+
+    /// Starts `greenfd serve <args>` under an address-space limit of `bytes` (through
+    /// the shell's `ulimit -v`, so the test itself needs no unsafe `pre_exec`).
+    fn start_limited(bytes: u64, args: &[&str]) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "ulimit -v {} && exec \"$0\" serve \"$@\"",
+                bytes / 1024
+            ))
+            .arg(env!("CARGO_BIN_EXE_greenfd"))
+            .args(args);
+        Server::spawn(cmd)
+    }
+
+    /// Spawns `cmd --addr 127.0.0.1:0` and reads the address it prints.
+    fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd
             .args(["--addr", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -50,6 +72,39 @@ impl Server {
         let s = TcpStream::connect(self.addr).unwrap();
         s.set_read_timeout(Some(PATIENCE)).unwrap();
         s
+    }
+
+    /// The server's process id.
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// The server's resident set size, in bytes (`VmRSS` of /proc).
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS in /proc/pid/status");
+        kib * 1024
+    }
+
+    /// CPU time the server's threads have used, in nanoseconds (the first field of
+    /// each thread's /proc schedstat; clock ticks would be 10 ms coarse).
+    fn cpu_ns(&self) -> u64 {
+        let mut total = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap() {
+            if let Ok(text) = std::fs::read_to_string(task.unwrap().path().join("schedstat")) {
+                total += text
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+        total
     }
 
     /// Sends `signal` and waits (with a safety-net timeout) for the exit status.
@@ -151,21 +206,12 @@ fn redis_cli_round_trips_and_errors_keep_the_connection() {
     assert!(server.stop_with(rustix::process::Signal::TERM).success());
 }
 
-/// Runs redis-benchmark; returns (test, requests per second) rows.
+/// Runs redis-benchmark's default test list (no `-t`); it exits with an error status at
+/// the first error reply. Returns (test, requests per second) rows.
 fn benchmark(server: &Server, pipeline: &str) -> Vec<(String, f64)> {
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &server.addr.port().to_string()])
-        .args([
-            "-t",
-            "ping,set,get",
-            "-n",
-            "20000",
-            "-c",
-            "50",
-            "-P",
-            pipeline,
-            "--csv",
-        ])
+        .args(["-n", "4000", "-c", "50", "-P", pipeline, "--csv"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -174,11 +220,13 @@ fn benchmark(server: &Server, pipeline: &str) -> Vec<(String, f64)> {
         out.status.success(),
         "redis-benchmark -P {pipeline}: {out:?}"
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        !stderr.to_ascii_lowercase().contains("error"),
-        "redis-benchmark reported: {stderr}"
+        !stderr.to_ascii_lowercase().contains("error")
+            && !stdout.to_ascii_lowercase().contains("error"),
+        "redis-benchmark -P {pipeline} reported errors: {stderr} {stdout}"
     );
-    String::from_utf8_lossy(&out.stdout)
+    stdout
         .lines()
         .filter_map(|l| {
             let mut f = l.split(',').map(|s| s.trim_matches('"'));
@@ -190,7 +238,7 @@ fn benchmark(server: &Server, pipeline: &str) -> Vec<(String, f64)> {
 }
 
 #[test]
-fn redis_benchmark_completes_without_errors_plain_and_pipelined() {
+fn redis_benchmark_default_suite_has_no_errors_plain_and_pipelined() {
     if !have("redis-benchmark") {
         return;
     }
@@ -198,11 +246,26 @@ fn redis_benchmark_completes_without_errors_plain_and_pipelined() {
     for pipeline in ["1", "16"] {
         let rows = benchmark(&server, pipeline);
         let names: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            ["PING_INLINE", "PING_MBULK", "SET", "GET"],
-            "-P {pipeline}"
-        );
+        for test in [
+            "PING_INLINE",
+            "SET",
+            "GET",
+            "INCR",
+            "LPUSH",
+            "RPOP",
+            "SADD",
+            "HSET",
+            "SPOP",
+            "ZADD",
+            "ZPOPMIN",
+            "LRANGE_600 (first 600 elements)",
+            "MSET (10 keys)",
+        ] {
+            assert!(
+                names.contains(&test),
+                "-P {pipeline}: no {test} in {names:?}"
+            );
+        }
         assert!(rows.iter().all(|(_, rps)| *rps > 0.0));
         eprintln!("redis-benchmark -P {pipeline}: {rows:?}");
     }
@@ -248,4 +311,524 @@ fn lines_mode_on_two_threads_and_sigint() {
         assert_eq!(line, format!("line {i} ends here\n"));
     }
     assert!(server.stop_with(rustix::process::Signal::INT).success());
+}
+
+/// Encodes one command as a RESP array of bulk strings.
+fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Reads one whole RESP2 reply and returns its bytes (nested arrays included).
+fn read_reply(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let n = || -> i64 {
+        String::from_utf8_lossy(&line[1..line.len() - 2])
+            .parse()
+            .unwrap()
+    };
+    match line[0] {
+        b'$' if n() >= 0 => {
+            let mut body = vec![0u8; n() as usize + 2];
+            r.read_exact(&mut body)?;
+            line.extend_from_slice(&body);
+        }
+        b'*' if n() > 0 => {
+            for _ in 0..n() {
+                let element = read_reply(r)?;
+                line.extend_from_slice(&element);
+            }
+        }
+        _ => {}
+    }
+    Ok(line)
+}
+
+/// Sends each request to `addr` on one connection and collects each raw reply; a
+/// request ending in `\n` without a reply expected (protocol errors) closes it.
+fn replies_from(addr: SocketAddr, requests: &[Vec<u8>]) -> Vec<String> {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    requests
+        .iter()
+        .map(|req| {
+            c.write_all(req).unwrap();
+            String::from_utf8_lossy(&read_reply(&mut r).unwrap()).into_owned()
+        })
+        .collect()
+}
+
+/// A `redis-server` on a free port, persistence off; `None` (and a printed reason) if
+/// it is not installed.
+struct RedisServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl RedisServer {
+    fn start() -> Option<RedisServer> {
+        if !have("redis-server") {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(RedisServer { child, addr })
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same requests, byte for byte, get the same replies from `greenfd serve` as from
+/// a real `redis-server`: error texts, WRONGTYPE, arity, options, nil and empty replies.
+#[test]
+fn replies_and_error_texts_match_redis_server() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let server = Server::start(&["--resp"]);
+    let c = |args: &[&str]| command(&args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>());
+    let requests = vec![
+        c(&["FLUSHALL"]),
+        c(&["SET", "s", "v"]),
+        c(&["SET", "s", "w", "NX"]),
+        c(&["SET", "s", "w", "XX", "GET"]),
+        c(&["SET", "s", "v", "EX", "0"]),
+        c(&["SET", "s", "v", "EX", "x"]),
+        c(&["SET", "s", "v", "NX", "XX"]),
+        c(&["SET", "s", "v", "KEEPTTL", "EX", "5"]),
+        c(&["GET"]),
+        c(&["FOO", "a", "b"]),
+        c(&["INCR", "s"]),
+        c(&["INCRBY", "n", "x"]),
+        c(&["INCRBY", "n", "9223372036854775807"]),
+        c(&["INCR", "n"]),
+        c(&["DECRBY", "m", "-9223372036854775808"]),
+        c(&["LPUSH", "s", "x"]),
+        c(&["RPUSH", "l", "a", "b", "c"]),
+        c(&["LRANGE", "l", "-100", "100"]),
+        c(&["LPOP", "l", "-1"]),
+        c(&["LPOP", "nolist", "2"]),
+        c(&["RPOP", "nolist"]),
+        c(&["SADD", "st", "a"]),
+        c(&["SPOP", "nosuch", "3"]),
+        c(&["HSET", "h", "f"]),
+        c(&["HSET", "h", "f", "v", "g", "w"]),
+        c(&["HGET", "h", "zz"]),
+        c(&["ZADD", "z", "NX", "XX", "1", "a"]),
+        c(&["ZADD", "z", "GT", "LT", "1", "a"]),
+        c(&["ZADD", "z", "x", "a"]),
+        c(&["ZADD", "z", "1", "a", "2.5", "b"]),
+        c(&["ZADD", "z", "INCR", "1", "a", "2", "b"]),
+        c(&["ZSCORE", "z", "b"]),
+        c(&["ZRANGE", "z", "0", "-1", "WITHSCORES"]),
+        c(&["ZRANGE", "z", "0", "-1", "LIMIT", "0", "1"]),
+        c(&["ZPOPMIN", "z"]),
+        c(&["ZPOPMIN", "nosuch"]),
+        c(&["TYPE", "z"]),
+        c(&["TYPE", "l"]),
+        c(&["TYPE", "nosuch"]),
+        c(&["EXPIRE", "s", "100", "NX", "XX"]),
+        c(&["EXPIRE", "s", "100", "GT", "LT"]),
+        c(&["EXPIRE", "s", "x"]),
+        c(&["EXPIRE", "s", "100", "XX"]),
+        c(&["EXPIRE", "s", "100"]),
+        c(&["TTL", "s"]),
+        c(&["PERSIST", "s"]),
+        c(&["TTL", "nosuch"]),
+        c(&["SELECT", "16"]),
+        c(&["SELECT", "x"]),
+        c(&["HELLO", "4"]),
+        c(&["HELLO", "x"]),
+        c(&["AUTH", "pw"]),
+        c(&["CLIENT", "NOSUCH"]),
+        c(&["CLIENT", "SETNAME", "a b"]),
+        c(&["CLIENT", "GETNAME"]),
+        c(&["MULTI"]),
+        c(&["MULTI"]),
+        c(&["NOSUCH"]),
+        c(&["EXEC"]),
+        c(&["EXEC"]),
+        c(&["DISCARD"]),
+        c(&["MULTI"]),
+        c(&["INCR", "ctr"]),
+        c(&["GET", "ctr"]),
+        c(&["EXEC"]),
+        c(&["FLUSHALL", "bogus"]),
+        c(&["FLUSHALL", "ASYNC", "x"]),
+        c(&["DBSIZE"]),
+        c(&["APPEND", "ap", "abc"]),
+        c(&["STRLEN", "ap"]),
+        c(&["SCAN", "x"]),
+        c(&["KEYS", "a?"]),
+        c(&["MSET", "a", "1", "b"]),
+        c(&["FLUSHDB", "SYNC"]),
+        c(&["DBSIZE"]),
+        c(&["CONFIG", "GET", "appendonly"]),
+        b"*1\r\n$4\r\nPING\r\n*0\r\nPING\r\n".to_vec(),
+    ];
+    let ours = replies_from(server.addr, &requests);
+    let theirs = replies_from(redis.addr, &requests);
+    let mut differ = Vec::new();
+    for ((req, a), b) in requests.iter().zip(&ours).zip(&theirs) {
+        if a != b {
+            differ.push(format!(
+                "{:?}: greenfd {a:?}, redis {b:?}",
+                String::from_utf8_lossy(req)
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "replies differ:\n{}", differ.join("\n"));
+}
+
+/// Protocol errors get redis' `-ERR Protocol error: ...` reply (compared with a real
+/// redis-server when one is installed), then the connection closes.
+#[test]
+fn protocol_errors_are_answered_as_redis_answers_them() {
+    let server = Server::start(&["--resp"]);
+    let redis = RedisServer::start();
+    for (bad, text) in [
+        (&b"*1\r\n:3\r\n"[..], "expected '$', got ':'"),
+        (b"*x\r\n", "invalid multibulk length"),
+        (b"*1\r\n$-5\r\n", "invalid bulk length"),
+        (b"SET \"k v\r\n", "unbalanced quotes in request"),
+    ] {
+        let answer = |addr: SocketAddr| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.set_read_timeout(Some(PATIENCE)).unwrap();
+            c.write_all(b"PING\r\n").unwrap();
+            c.write_all(bad).unwrap();
+            let mut all = Vec::new();
+            c.read_to_end(&mut all).unwrap();
+            String::from_utf8_lossy(&all).into_owned()
+        };
+        let want = format!("+PONG\r\n-ERR Protocol error: {text}\r\n");
+        assert_eq!(answer(server.addr), want, "{bad:?}");
+        if let Some(redis) = &redis {
+            assert_eq!(answer(redis.addr), want, "redis-server on {bad:?}");
+        }
+    }
+}
+
+#[test]
+fn flushall_with_a_bogus_argument_is_a_syntax_error_and_keeps_the_data() {
+    let server = Server::start(&["--resp"]);
+    let replies = replies_from(
+        server.addr,
+        &[
+            command(&[b"SET", b"k", b"v"]),
+            command(&[b"FLUSHALL", b"bogus"]),
+            command(&[b"FLUSHDB", b"now"]),
+            command(&[b"GET", b"k"]),
+            command(&[b"FLUSHALL", b"sync"]),
+            command(&[b"DBSIZE"]),
+        ],
+    );
+    assert_eq!(
+        replies,
+        [
+            "+OK\r\n",
+            "-ERR syntax error\r\n",
+            "-ERR syntax error\r\n",
+            "$1\r\nv\r\n",
+            "+OK\r\n",
+            ":0\r\n"
+        ]
+    );
+}
+
+/// redis-py from PyPI, default settings, runs its suite (crates/greenfd/tests/redis_py):
+/// connect without a warning, strings with options, counters, expiry, pipelines with
+/// and without MULTI, client names, lists, sets, hashes, sorted sets, WRONGTYPE, and
+/// 50 threads doing 10,000 INCRs with an exact count.
+#[test]
+fn redis_py_with_default_settings_passes_its_suite() {
+    let probe = Command::new("python3")
+        .args(["-c", "import redis, pytest"])
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: python3 with redis and pytest not found (pip install redis pytest)");
+        return;
+    }
+    let server = Server::start(&["--resp", "--threads", "4"]);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/redis_py/test_redis_py.py"
+    );
+    let out = Command::new("python3")
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .args(["-W", "error", "-W", "ignore::ResourceWarning", script])
+        .env("GREENFD_RESP_PORT", server.addr.port().to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pytest failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", text.lines().last().unwrap_or_default());
+}
+
+/// Sets `key` to `len` bytes of a pattern; returns the value.
+fn set_big(c: &mut TcpStream, r: &mut impl BufRead, key: &[u8], len: usize, seed: u8) -> Vec<u8> {
+    let value: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect();
+    c.write_all(&command(&[b"SET", key, &value])).unwrap();
+    assert_eq!(read_reply(r).unwrap(), b"+OK\r\n");
+    value
+}
+
+/// A 3 GiB MGET reply (3000 × a 1 MiB value) under a 2 GiB address-space limit: the
+/// reply is never built past the output bound, the server survives, only the client
+/// that asked is closed, and others are served before and after.
+#[test]
+fn huge_mget_under_an_address_space_limit_only_affects_its_client() {
+    let server = Server::start_limited(2 << 30, &["--resp"]);
+    let mut c = server.connect();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    set_big(&mut c, &mut r, b"big", 1 << 20, 1);
+    let mut other = server.connect();
+    let mut other_r = BufReader::new(other.try_clone().unwrap());
+    let mut mget: Vec<&[u8]> = vec![b"MGET"];
+    mget.extend(std::iter::repeat_n(&b"big"[..], 3000));
+    c.write_all(&command(&mget)).unwrap();
+    // The asking client is closed without a (partial) reply.
+    let mut rest = Vec::new();
+    let closed = match r.read_to_end(&mut rest) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed && rest.is_empty(), "got {} bytes", rest.len());
+    // Everyone else is fine, and the value is still there.
+    other.write_all(&command(&[b"STRLEN", b"big"])).unwrap();
+    assert_eq!(read_reply(&mut other_r).unwrap(), b":1048576\r\n");
+    let status = server.stop_with(rustix::process::Signal::TERM);
+    assert!(status.success(), "the server did not survive: {status:?}");
+}
+
+/// A 40 MiB reply reaches a client that reads it, whole and exact; after big replies
+/// and FLUSHALL the server's RSS returns near where it started (measured here).
+#[test]
+fn a_40_mib_reply_arrives_whole_and_memory_returns_after_flushall() {
+    let server = Server::start(&["--resp"]);
+    let mut c = server.connect();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    c.write_all(&command(&[b"PING"])).unwrap();
+    read_reply(&mut r).unwrap();
+    let baseline = server.rss();
+    let values: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            set_big(
+                &mut c,
+                &mut r,
+                format!("v{i}").as_bytes(),
+                10 << 20,
+                i as u8,
+            )
+        })
+        .collect();
+    // GET and MGET pipelined: 10 MiB then a 40 MiB reply.
+    let mut req = command(&[b"GET", b"v0"]);
+    req.extend(command(&[b"MGET", b"v0", b"v1", b"v2", b"v3"]));
+    c.write_all(&req).unwrap();
+    let get = read_reply(&mut r).unwrap();
+    assert_eq!(
+        &get[get.len() - 2 - values[0].len()..get.len() - 2],
+        &values[0][..]
+    );
+    let mget = read_reply(&mut r).unwrap();
+    let mut want = b"*4\r\n".to_vec();
+    for v in &values {
+        want.extend_from_slice(format!("${}\r\n", v.len()).as_bytes());
+        want.extend_from_slice(v);
+        want.extend_from_slice(b"\r\n");
+    }
+    assert!(mget.len() > 40 << 20);
+    assert!(mget == want, "the 40 MiB reply differs");
+    let peak = server.rss();
+    c.write_all(&command(&[b"FLUSHALL"])).unwrap();
+    assert_eq!(read_reply(&mut r).unwrap(), b"+OK\r\n");
+    c.write_all(&command(&[b"DBSIZE"])).unwrap();
+    assert_eq!(read_reply(&mut r).unwrap(), b":0\r\n");
+    let after = server.rss();
+    eprintln!(
+        "RSS: baseline {} KiB, with 40 MiB stored {} KiB, after FLUSHALL {} KiB",
+        baseline >> 10,
+        peak >> 10,
+        after >> 10
+    );
+    assert!(
+        peak > baseline + (30 << 20),
+        "the values were not resident?"
+    );
+    assert!(
+        after < baseline + (8 << 20),
+        "RSS stayed at {} KiB after FLUSHALL (baseline {} KiB)",
+        after >> 10,
+        baseline >> 10
+    );
+}
+
+/// A 1M-element DEL sent 1,500 bytes at a time costs at most twice the server CPU of
+/// the same request sent at once: each piece resumes the parse where the last stopped
+/// (a ratio of CPU times from /proc, not a wall time).
+#[test]
+fn a_trickled_million_element_request_costs_at_most_twice_the_cpu() {
+    let server = Server::start(&["--resp"]);
+    let keys: Vec<Vec<u8>> = (0..1_000_000)
+        .map(|i| format!("k:{i:07}").into_bytes())
+        .collect();
+    let mut args: Vec<&[u8]> = vec![b"DEL"];
+    args.extend(keys.iter().map(Vec::as_slice));
+    let request = command(&args);
+    let run = |trickle: bool| {
+        let mut c = server.connect();
+        c.set_nodelay(true).unwrap();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let before = server.cpu_ns();
+        if trickle {
+            for piece in request.chunks(1500) {
+                c.write_all(piece).unwrap();
+                // Let the server take each piece in its own read.
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        } else {
+            c.write_all(&request).unwrap();
+        }
+        assert_eq!(read_reply(&mut r).unwrap(), b":0\r\n");
+        server.cpu_ns() - before
+    };
+    let at_once = run(false);
+    let trickled = run(true);
+    let ratio = trickled as f64 / at_once.max(1) as f64;
+    eprintln!(
+        "1M-element DEL: {:.1} ms CPU at once, {:.1} ms trickled, ratio {ratio:.2}",
+        at_once as f64 / 1e6,
+        trickled as f64 / 1e6
+    );
+    assert!(
+        trickled <= 2 * at_once,
+        "trickled {trickled} ns of CPU vs {at_once} ns at once"
+    );
+}
+
+/// A client that pipelines GETs and never reads its replies stalls itself: the server
+/// stops reading its requests above `--pause-output`, so its memory stays bounded
+/// however long the client keeps writing.
+#[test]
+fn pipelined_gets_never_read_keep_server_memory_bounded() {
+    let server = Server::start(&["--resp"]);
+    let mut c = server.connect();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    // Small values are copied into replies, so each unread GET costs reply memory.
+    c.write_all(&command(&[b"SET", b"k", &[b'v'; 1000]]))
+        .unwrap();
+    assert_eq!(read_reply(&mut r).unwrap(), b"+OK\r\n");
+    let baseline = server.rss();
+    let batch: Vec<u8> = std::iter::repeat_n(command(&[b"GET", b"k"]), 1000)
+        .flatten()
+        .collect();
+    c.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut sent = 0usize;
+    // Until the kernel buffers on both sides are full and a write times out.
+    while c.write_all(&batch).is_ok() {
+        sent += batch.len();
+        assert!(sent < 4 << 30, "the server kept reading 4 GiB of requests");
+    }
+    let held = server.rss();
+    eprintln!(
+        "unread GETs: {} MiB of requests sent, RSS {} -> {} KiB",
+        sent >> 20,
+        baseline >> 10,
+        held >> 10
+    );
+    assert!(
+        held < baseline + (48 << 20),
+        "RSS grew from {} to {} KiB",
+        baseline >> 10,
+        held >> 10
+    );
+    // Another client is still served.
+    let mut other = server.connect();
+    let mut other_r = BufReader::new(other.try_clone().unwrap());
+    other.write_all(&command(&[b"PING"])).unwrap();
+    assert_eq!(read_reply(&mut other_r).unwrap(), b"+PONG\r\n");
+}
+
+/// 2,000 idle RESP connections (each having sent one PING) cost the server at most half
+/// a KiB each (about 0.2 KiB in a release build): a connection without a partial frame or client state of its own
+/// holds no parse state, no client entry and no buffers.
+#[test]
+fn two_thousand_idle_connections_stay_small() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let want = 2_000 + 200;
+    if limit.maximum.is_some_and(|max| max < want) {
+        eprintln!("skipped: RLIMIT_NOFILE hard limit below {want}");
+        return;
+    }
+    if limit.current.is_some_and(|cur| cur < want) {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(want),
+                maximum: limit.maximum,
+            },
+        )
+        .unwrap();
+    }
+    let server = Server::start(&["--resp"]);
+    let mut first = server.connect();
+    let mut first_r = BufReader::new(first.try_clone().unwrap());
+    first.write_all(b"PING\r\n").unwrap();
+    read_reply(&mut first_r).unwrap();
+    let baseline = server.rss();
+    let mut conns: Vec<TcpStream> = (0..2_000).map(|_| server.connect()).collect();
+    for c in &mut conns {
+        c.write_all(b"PING\r\n").unwrap();
+    }
+    for c in &mut conns {
+        let mut pong = [0u8; 7];
+        c.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, b"+PONG\r\n");
+    }
+    let per_conn = server.rss().saturating_sub(baseline) / 2_000;
+    eprintln!("idle RESP connections: {per_conn} bytes of server RSS each");
+    assert!(per_conn <= 512, "{per_conn} bytes per idle connection");
 }

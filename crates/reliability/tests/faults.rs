@@ -7,7 +7,7 @@ mod common;
 use common::{PATIENCE, Running};
 
 use greenfd_engine::{
-    Config, ConnId, Ctx, DisconnectReason, Echo, Engine, Handler, LengthPrefixed, Lines,
+    Config, ConnId, Ctx, DisconnectReason, Echo, Engine, Frame, Handler, LengthPrefixed, Lines,
 };
 use greenfd_reactor::Reactor;
 use greenfd_reliability::{Rng, fnv1a, is_root, open_fds, set_nofile};
@@ -42,8 +42,8 @@ struct Reporter {
 }
 
 impl Handler for Reporter {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, frame: &[u8]) {
-        if ctx.send(frame).is_err() {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, frame: Frame<'_>) {
+        if ctx.send(frame.bytes()).is_err() {
             ctx.close();
         }
     }

@@ -7,7 +7,7 @@ mod common;
 use common::{PATIENCE, Running};
 
 use greenfd_engine::{
-    Config, Echo, FrameError, Framing, LengthPrefixed, Lines, Parsed, Raw, split_frames,
+    Config, Echo, FrameError, Framing, LengthPrefixed, Lines, ParseState, Parsed, Raw, split_frames,
 };
 use greenfd_reliability::{Rng, corpus, seed};
 use greenfd_resp::{Db, Resp, RespServer, command_args, execute};
@@ -84,8 +84,8 @@ fn input(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
 /// stream turns invalid (frames after the first error are never seen).
 fn split_whole(framing: &dyn Framing, stream: &[u8]) -> (Vec<Vec<u8>>, Option<FrameError>, usize) {
     let mut frames = Vec::new();
-    match split_frames(framing, stream, |f| {
-        frames.push(f.to_vec());
+    match split_frames(framing, &mut ParseState::default(), stream, |f| {
+        frames.push(f.bytes().to_vec());
         true
     }) {
         Ok(used) => (frames, None, stream.len() - used),
@@ -102,6 +102,7 @@ fn split_in_pieces(
 ) -> (Vec<Vec<u8>>, Option<FrameError>, usize) {
     let mut frames = Vec::new();
     let mut pending = Vec::new();
+    let mut state = ParseState::default();
     let mut from = 0;
     let mut points: Vec<usize> = cuts.to_vec();
     points.push(stream.len());
@@ -109,8 +110,8 @@ fn split_in_pieces(
     for to in points {
         pending.extend_from_slice(&stream[from..to]);
         from = to;
-        match split_frames(framing, &pending, |f| {
-            frames.push(f.to_vec());
+        match split_frames(framing, &mut state, &pending, |f| {
+            frames.push(f.bytes().to_vec());
             true
         }) {
             Ok(used) => {
@@ -136,7 +137,8 @@ fn framings_survive_random_input_and_respect_their_maximum() {
             let stream = input(&mut rng, &seeds);
             stats.2 += stream.len();
             // The single-parse contract (the engine never parses an empty buffer).
-            match framing.parse(&stream) {
+            let mut state = ParseState::default();
+            match framing.parse(&mut state, &stream) {
                 _ if stream.is_empty() => {}
                 Parsed::Frame(n) => {
                     assert!(
@@ -144,14 +146,14 @@ fn framings_survive_random_input_and_respect_their_maximum() {
                         "{name} case {case}: Frame({n}) of {} bytes, max {max}",
                         stream.len()
                     );
-                    assert!(framing.payload(&stream[..n]).len() <= n);
+                    assert!(state.parts.iter().all(|r| r.start <= r.end && r.end <= n));
                     // The boundary depends only on the bytes before it (except for Raw,
                     // whose frames are whatever one read returned).
                     let mut longer = stream[..n].to_vec();
                     longer.extend_from_slice(b"\r\n*garbage$");
                     if !name.starts_with("raw") {
                         assert_eq!(
-                            framing.parse(&longer),
+                            framing.parse(&mut ParseState::default(), &longer),
                             Parsed::Frame(n),
                             "{name} case {case}: boundary moved"
                         );
@@ -360,8 +362,8 @@ fn owed_replies(stream: &[u8]) -> (usize, bool) {
 }
 
 /// A RESP server under 60 fuzzing clients: each gets well-formed replies, exactly one per
-/// request when its stream is valid (a prefix of them when it turns invalid, since the
-/// invalid client is dropped at once); exactly the invalid streams are counted invalid;
+/// request when its stream is valid (when it turns invalid: the replies before the error,
+/// then `-ERR Protocol error: ...`, then the connection closes, as redis does); exactly the invalid streams are counted invalid;
 /// a well-behaved client running alongside gets every answer right.
 #[test]
 fn resp_server_drops_only_the_invalid_clients_and_answers_the_rest_exactly() {
@@ -413,9 +415,15 @@ fn resp_server_drops_only_the_invalid_clients_and_answers_the_rest_exactly() {
             )
         });
         if invalid {
+            // The replies owed before the error, then redis' protocol error reply.
             assert!(
-                n <= owed,
+                n <= owed + 1,
                 "case {case}: {n} replies for {owed} requests before the error"
+            );
+            let text = String::from_utf8_lossy(&got);
+            assert!(
+                text.contains("-ERR Protocol error: ") || n < owed,
+                "case {case}: no protocol error reply: {text:?}"
             );
         } else {
             assert_eq!(
@@ -857,8 +865,8 @@ fn capi_fuzz_child() {
     );
 }
 
-/// A quick look at the errors a RESP client gets for input that breaks the protocol:
-/// `Invalid` drops only that connection, and the reason is the framing's.
+/// The errors a RESP client gets for input that breaks the protocol: redis' own
+/// `-ERR Protocol error: ...` text, then only that connection is dropped.
 #[test]
 fn resp_invalid_reasons_are_the_framings() {
     let server = Running::start(
@@ -867,11 +875,17 @@ fn resp_invalid_reasons_are_the_framings() {
         Config::default(),
     );
     let mut rng = Rng::new(1);
-    for bad in [&b"*1\r\n:3\r\n"[..], b"*x\r\n", b"*1\r\n$3\r\nabcXY"] {
+    for (bad, text) in [
+        (&b"*1\r\n:3\r\n"[..], "expected '$', got ':'"),
+        (b"*x\r\n", "invalid multibulk length"),
+        (b"*1\r\n$-5\r\n", "invalid bulk length"),
+        (b"SET \"k v\r\n", "unbalanced quotes in request"),
+    ] {
         let got = fuzz_client(&server, bad, &mut rng);
-        assert!(got.is_empty(), "reply to {bad:?}: {got:?}");
+        let want = format!("-ERR Protocol error: {text}\r\n");
+        assert_eq!(String::from_utf8_lossy(&got), want, "reply to {bad:?}");
     }
-    wait_for(|| server.handle.stats().invalid_frames == 3);
+    wait_for(|| server.handle.stats().invalid_frames == 4);
     server.stop();
 }
 

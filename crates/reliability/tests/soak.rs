@@ -6,7 +6,7 @@
 //! This binary holds only the soak, so the fd and RSS figures are not disturbed by other
 //! tests running in parallel.
 
-use greenfd_engine::{Config, ConnId, Ctx, Engine, Handler, LengthPrefixed};
+use greenfd_engine::{Config, ConnId, Ctx, Engine, Frame, Handler, LengthPrefixed};
 use greenfd_reliability::{Rng, fnv1a, open_fds, rss_kib, set_nofile};
 use greenfd_test_support::PATIENCE;
 use std::sync::Arc;
@@ -28,8 +28,8 @@ struct CheckedEcho {
 }
 
 impl Handler for CheckedEcho {
-    fn on_message(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, frame: &[u8]) {
-        let payload = &frame[4..];
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _id: ConnId, frame: Frame<'_>) {
+        let payload = frame.payload();
         let ok = payload.len() >= 8 && {
             let (body, sum) = payload.split_at(payload.len() - 8);
             fnv1a(body).to_be_bytes() == sum
@@ -37,7 +37,7 @@ impl Handler for CheckedEcho {
         if !ok {
             self.bad.fetch_add(1, Ordering::Relaxed);
         }
-        if ctx.send(frame).is_err() {
+        if ctx.send(frame.bytes()).is_err() {
             // Counted by the engine as send_full; the client would then miss frames.
             ctx.close();
         }

@@ -1,10 +1,16 @@
-//! The command table, like redis' `commands.def`: each command's name, arity, flags
-//! and the function that runs it. [`execute`] looks the name up, checks the arity the
-//! way redis does (a positive arity is exact, a negative one a minimum, both counting
-//! the command name) and calls the function.
+//! The command table, like redis' `commands.def`: each command's name, arity, flags,
+//! key positions and the function that runs it. [`execute`] looks the name up, checks
+//! the arity the way redis does (a positive arity is exact, a negative one a minimum,
+//! both counting the command name), queues it inside MULTI, locks the shards of the
+//! keys it names and calls the function. The functions, by data type, live in
+//! `commands/`.
 
+use crate::client::Client;
 use crate::frame::Reply;
-use crate::store::Db;
+use crate::store::{Db, Keys};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::OnceLock;
 
 /// What a command may do, as redis' command flags (a bit set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +27,10 @@ impl Flags {
     pub const FAST: Flags = Flags(1 << 2);
     /// About the connection or the server, not the key space.
     pub const CONNECTION: Flags = Flags(1 << 3);
+    /// Works on the whole key space (locks every shard).
+    pub const ALL_KEYS: Flags = Flags(1 << 4);
+    /// Transaction control: runs at once inside MULTI instead of being queued.
+    pub const TRANSACTION: Flags = Flags(1 << 5);
 
     /// Both sets of flags.
     pub const fn with(self, other: Flags) -> Flags {
@@ -42,18 +52,31 @@ pub enum After {
     Close,
 }
 
-/// One command's invocation: the store, its arguments (name first), its reply.
-pub(crate) struct Call<'a, 'r> {
-    /// The key space.
-    pub(crate) db: &'a Db,
+/// One command's invocation.
+pub(crate) struct Call<'c, 'k> {
+    /// The locked shards and the command's clock.
+    pub(crate) keys: &'c mut Keys<'k>,
+    /// The connection's state.
+    pub(crate) client: &'c mut Client,
     /// The arguments, the command name first.
-    pub(crate) args: &'a [&'a [u8]],
+    pub(crate) args: &'c [&'c [u8]],
     /// Where the reply goes.
-    pub(crate) reply: Reply<'r>,
+    pub(crate) reply: &'c mut Reply,
 }
 
 /// A command's implementation.
-type Run = fn(&mut Call<'_, '_>) -> After;
+pub(crate) type Run = fn(&mut Call<'_, '_>) -> After;
+
+/// Which arguments are keys, as redis' (first, last, step); `first == 0`: none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeySpec {
+    /// Position of the first key (the command name is 0).
+    pub first: u8,
+    /// Position of the last key; negative counts from the end (-1: the last argument).
+    pub last: i8,
+    /// Distance between keys.
+    pub step: u8,
+}
 
 /// One row of the command table.
 #[derive(Clone, Copy)]
@@ -64,6 +87,8 @@ pub struct Command {
     pub arity: i32,
     /// What the command does.
     pub flags: Flags,
+    /// Which arguments are keys.
+    pub keys: KeySpec,
     /// The implementation.
     run: Run,
 }
@@ -74,6 +99,7 @@ impl std::fmt::Debug for Command {
             .field("name", &self.name)
             .field("arity", &self.arity)
             .field("flags", &self.flags)
+            .field("keys", &self.keys)
             .finish_non_exhaustive()
     }
 }
@@ -89,49 +115,96 @@ impl Command {
             argc >= -arity
         }
     }
+
+    /// The key arguments of `args` (which passed the arity check).
+    pub fn key_args<'a>(&self, args: &'a [&'a [u8]]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let KeySpec { first, last, step } = self.keys;
+        let first = usize::from(first);
+        let last = if last < 0 {
+            args.len() as i64 + i64::from(last)
+        } else {
+            i64::from(last)
+        };
+        let end = if first == 0 || last < first as i64 {
+            first
+        } else {
+            (last as usize + 1).min(args.len())
+        };
+        args[first.min(end)..end]
+            .iter()
+            .step_by(usize::from(step.max(1)))
+            .copied()
+    }
+
+    /// Runs the command with its shards already locked.
+    pub(crate) fn run(&self, call: &mut Call<'_, '_>) -> After {
+        (self.run)(call)
+    }
 }
 
 /// Shorthand for table rows.
-const fn cmd(name: &'static str, arity: i32, flags: Flags, run: Run) -> Command {
+pub(crate) const fn cmd(
+    name: &'static str,
+    arity: i32,
+    flags: Flags,
+    keys: (u8, i8, u8),
+    run: Run,
+) -> Command {
     Command {
         name,
         arity,
         flags,
+        keys: KeySpec {
+            first: keys.0,
+            last: keys.1,
+            step: keys.2,
+        },
         run,
     }
 }
 
-/// Flag shorthands for the table.
-const R: Flags = Flags::READONLY;
-/// Write.
-const W: Flags = Flags::WRITE;
-/// Fast.
-const F: Flags = Flags::FAST;
-/// Connection.
-const C: Flags = Flags::CONNECTION;
-
-/// Every command, sorted by name (binary-searched; a test checks the order).
-static COMMANDS: &[Command] = &[
-    cmd("command", -1, C, command),
-    cmd("config", -1, C, config),
-    cmd("dbsize", 1, R.with(F), dbsize),
-    cmd("del", -2, W, del),
-    cmd("echo", 2, C.with(F), echo),
-    cmd("exists", -2, R.with(F), exists),
-    cmd("flushall", -1, W, flushall),
-    cmd("get", 2, R.with(F), get),
-    cmd("incr", 2, W.with(F), incr),
-    cmd("mget", -2, R.with(F), mget),
-    cmd("mset", -3, W, mset),
-    cmd("ping", -1, C.with(F), ping),
-    cmd("quit", -1, C.with(F), quit),
-    cmd("select", 2, C.with(F), select),
-    cmd("set", -3, W, set),
-];
+/// The table, sorted by name on first use.
+fn table() -> &'static [Command] {
+    static TABLE: OnceLock<Vec<Command>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut all = crate::commands::all();
+        all.sort_by_key(|c| c.name);
+        all
+    })
+}
 
 /// Every command this server knows, sorted by name.
 pub fn commands() -> &'static [Command] {
-    COMMANDS
+    table()
+}
+
+/// FNV-1a: command names are short and trusted-shape, so a simple hash is enough.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// The table by lower-case name.
+fn by_name() -> &'static HashMap<&'static [u8], &'static Command, BuildHasherDefault<Fnv>> {
+    static BY_NAME: OnceLock<HashMap<&'static [u8], &'static Command, BuildHasherDefault<Fnv>>> =
+        OnceLock::new();
+    BY_NAME.get_or_init(|| table().iter().map(|c| (c.name.as_bytes(), c)).collect())
 }
 
 /// The command called `name` (any case).
@@ -141,230 +214,95 @@ pub fn lookup(name: &[u8]) -> Option<&'static Command> {
     let lower = buf.get_mut(..name.len())?;
     lower.copy_from_slice(name);
     lower.make_ascii_lowercase();
-    COMMANDS
-        .binary_search_by(|c| c.name.as_bytes().cmp(lower))
-        .ok()
-        .map(|i| &COMMANDS[i])
+    by_name().get(&*lower).copied()
 }
 
-/// Executes one command, appending its reply to `out`.
-pub fn execute(db: &Db, args: &[&[u8]], out: &mut Vec<u8>) -> After {
-    let mut reply = Reply(out);
+/// Redis' unknown-command error.
+fn unknown_command(name: &[u8], rest: &[&[u8]]) -> String {
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        String::from_utf8_lossy(&name[..name.len().min(128)])
+    );
+    for a in rest.iter().take(16) {
+        msg.push_str(&format!(
+            "'{}' ",
+            String::from_utf8_lossy(&a[..a.len().min(128)])
+        ));
+    }
+    msg
+}
+
+/// Executes one command for `client`, appending its reply to `reply`.
+pub(crate) fn dispatch(db: &Db, client: &mut Client, args: &[&[u8]], reply: &mut Reply) -> After {
     let Some((name, rest)) = args.split_first() else {
         return After::Continue;
     };
     let Some(command) = lookup(name) else {
-        let mut msg = format!(
-            "ERR unknown command '{}', with args beginning with: ",
-            String::from_utf8_lossy(&name[..name.len().min(128)])
-        );
-        for a in rest {
-            msg.push_str(&format!(
-                "'{}' ",
-                String::from_utf8_lossy(&a[..a.len().min(128)])
-            ));
-        }
-        reply.error(&msg);
+        client.flag_transaction_error();
+        reply.error(&unknown_command(name, rest));
         return After::Continue;
     };
     if !command.arity_ok(args.len()) {
+        client.flag_transaction_error();
         reply.arity(command.name);
         return After::Continue;
     }
-    (command.run)(&mut Call { db, args, reply })
+    if client.in_transaction() && !command.flags.contains(Flags::TRANSACTION) {
+        match client.queue(args) {
+            Ok(()) => reply.simple("QUEUED"),
+            Err(e) => reply.error(e),
+        }
+        return After::Continue;
+    }
+    let mut keys = if command.flags.contains(Flags::ALL_KEYS) {
+        db.lock_all()
+    } else {
+        db.lock_keys(command.key_args(args))
+    };
+    command.run(&mut Call {
+        keys: &mut keys,
+        client,
+        args,
+        reply,
+    })
 }
 
-/// Parses a Redis integer: optional `-`, digits, no leading zeros or `+`, fits `i64`.
+/// Executes one command outside any connection (a fresh client state each time),
+/// appending its reply (RESP2) to `out`.
+pub fn execute(db: &Db, args: &[&[u8]], out: &mut Vec<u8>) -> After {
+    let mut client = Client::default();
+    let mut reply = Reply::default();
+    let after = dispatch(db, &mut client, args, &mut reply);
+    out.extend_from_slice(&reply.to_vec());
+    after
+}
+
+/// Parses a Redis integer (as its `string2ll`): optional `-`, digits, no leading zeros
+/// or `+`, no `-0`, fits `i64`.
 pub(crate) fn parse_i64(b: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(b).ok()?;
-    let digits = s.strip_prefix('-').unwrap_or(s);
+    let (negative, digits) = match b {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, b),
+    };
     if digits.is_empty()
-        || !digits.bytes().all(|c| c.is_ascii_digit())
-        || (digits.len() > 1 && digits.starts_with('0'))
-        || s == "-0"
+        || digits.len() > 19
+        || (digits[0] == b'0' && (digits.len() > 1 || negative))
     {
         return None;
     }
-    s.parse().ok()
-}
-
-/// PING [message]
-fn ping(c: &mut Call<'_, '_>) -> After {
-    match c.args {
-        [_] => c.reply.simple("PONG"),
-        [_, msg] => c.reply.bulk(msg),
-        _ => c.reply.arity("ping"),
-    }
-    After::Continue
-}
-
-/// ECHO message
-fn echo(c: &mut Call<'_, '_>) -> After {
-    c.reply.bulk(c.args[1]);
-    After::Continue
-}
-
-/// SET key value
-fn set(c: &mut Call<'_, '_>) -> After {
-    match c.args {
-        [_, k, v] => {
-            c.db.shard(k).insert(k.to_vec(), v.to_vec());
-            c.reply.simple("OK");
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
         }
-        _ => c.reply.error("ERR syntax error"),
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
     }
-    After::Continue
-}
-
-/// GET key
-fn get(c: &mut Call<'_, '_>) -> After {
-    let k = c.args[1];
-    match c.db.shard(k).get(k) {
-        Some(v) => c.reply.bulk(v),
-        None => c.reply.null(),
-    }
-    After::Continue
-}
-
-/// DEL key [key ...]
-fn del(c: &mut Call<'_, '_>) -> After {
-    let n = c.args[1..]
-        .iter()
-        .filter(|k| c.db.shard(k).remove(**k).is_some())
-        .count();
-    c.reply.integer(n as i64);
-    After::Continue
-}
-
-/// EXISTS key [key ...]
-fn exists(c: &mut Call<'_, '_>) -> After {
-    let n = c.args[1..]
-        .iter()
-        .filter(|k| c.db.shard(k).contains_key(**k))
-        .count();
-    c.reply.integer(n as i64);
-    After::Continue
-}
-
-/// INCR key
-fn incr(c: &mut Call<'_, '_>) -> After {
-    let k = c.args[1];
-    let mut shard = c.db.shard(k);
-    let current = match shard.get(k) {
-        None => Some(0),
-        Some(v) => parse_i64(v),
-    };
-    match current {
-        None => c.reply.error("ERR value is not an integer or out of range"),
-        Some(n) => match n.checked_add(1) {
-            None => c.reply.error("ERR increment or decrement would overflow"),
-            Some(n) => {
-                shard.insert(k.to_vec(), n.to_string().into_bytes());
-                c.reply.integer(n);
-            }
-        },
-    }
-    After::Continue
-}
-
-/// MGET key [key ...]
-fn mget(c: &mut Call<'_, '_>) -> After {
-    let keys = &c.args[1..];
-    c.reply.array(keys.len());
-    for k in keys {
-        let value = c.db.shard(k).get(*k).cloned();
-        match value {
-            Some(v) => c.reply.bulk(&v),
-            None => c.reply.null(),
-        }
-    }
-    After::Continue
-}
-
-/// MSET key value [key value ...]
-fn mset(c: &mut Call<'_, '_>) -> After {
-    let pairs = &c.args[1..];
-    if pairs.len() % 2 != 0 {
-        c.reply.arity("mset");
-        return After::Continue;
-    }
-    for kv in pairs.chunks_exact(2) {
-        c.db.shard(kv[0]).insert(kv[0].to_vec(), kv[1].to_vec());
-    }
-    c.reply.simple("OK");
-    After::Continue
-}
-
-/// DBSIZE
-fn dbsize(c: &mut Call<'_, '_>) -> After {
-    c.reply.integer(c.db.len() as i64);
-    After::Continue
-}
-
-/// FLUSHALL [ASYNC|SYNC]
-fn flushall(c: &mut Call<'_, '_>) -> After {
-    if c.args.len() <= 2 {
-        c.db.clear();
-        c.reply.simple("OK");
+    if negative {
+        // Down to i64::MIN, whose magnitude is one more than i64::MAX.
+        (n <= i64::MAX as u64 + 1).then(|| (n as i64).wrapping_neg())
     } else {
-        c.reply.error("ERR syntax error");
+        i64::try_from(n).ok()
     }
-    After::Continue
-}
-
-/// COMMAND [COUNT|DOCS|INFO ...]
-fn command(c: &mut Call<'_, '_>) -> After {
-    match c.args.get(1).map(|s| s.to_ascii_lowercase()) {
-        Some(sub) if sub == b"count" => c.reply.integer(COMMANDS.len() as i64),
-        // COMMAND, COMMAND DOCS (redis-cli asks at start-up), COMMAND INFO ...:
-        // an empty array tells clients to use their built-in tables.
-        _ => c.reply.array(0),
-    }
-    After::Continue
-}
-
-/// CONFIG GET parameter [parameter ...]
-fn config(c: &mut Call<'_, '_>) -> After {
-    let rest = &c.args[1..];
-    match rest.first().map(|s| s.to_ascii_lowercase()) {
-        Some(sub) if sub == b"get" && rest.len() >= 2 => {
-            // The two parameters redis-benchmark asks for; persistence is off.
-            let known: Vec<(&[u8], &[u8])> = rest[1..]
-                .iter()
-                .filter_map(|p| match p.to_ascii_lowercase().as_slice() {
-                    b"save" => Some((&b"save"[..], &b""[..])),
-                    b"appendonly" => Some((&b"appendonly"[..], &b"no"[..])),
-                    _ => None,
-                })
-                .collect();
-            c.reply.array(known.len() * 2);
-            for (k, v) in known {
-                c.reply.bulk(k);
-                c.reply.bulk(v);
-            }
-        }
-        Some(sub) if sub == b"get" => c.reply.arity("config|get"),
-        _ => c
-            .reply
-            .error("ERR unknown subcommand or wrong number of arguments for 'config'"),
-    }
-    After::Continue
-}
-
-/// SELECT index (only database 0 exists)
-fn select(c: &mut Call<'_, '_>) -> After {
-    match c.args[1] {
-        b"0" => c.reply.simple("OK"),
-        index if parse_i64(index).is_some() => c.reply.error("ERR DB index is out of range"),
-        _ => c.reply.error("ERR value is not an integer or out of range"),
-    }
-    After::Continue
-}
-
-/// QUIT
-fn quit(c: &mut Call<'_, '_>) -> After {
-    c.reply.simple("OK");
-    After::Close
 }
 
 #[cfg(test)]
@@ -372,73 +310,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_table_is_sorted_and_lower_case() {
-        for pair in COMMANDS.windows(2) {
-            assert!(
-                pair[0].name < pair[1].name,
-                "{} before {}",
-                pair[0].name,
-                pair[1].name
-            );
-        }
-        for c in COMMANDS {
+    fn every_command_is_found_in_any_case() {
+        for c in commands() {
             assert_eq!(c.name, c.name.to_ascii_lowercase());
             assert!(lookup(c.name.to_ascii_uppercase().as_bytes()).is_some());
         }
         assert!(lookup(b"no-such-command").is_none());
         assert!(lookup(&[b'x'; 100]).is_none());
-    }
-
-    fn run(db: &Db, cmd: &[&str]) -> String {
-        let args: Vec<&[u8]> = cmd.iter().map(|s| s.as_bytes()).collect();
-        let mut out = Vec::new();
-        execute(db, &args, &mut out);
-        String::from_utf8(out).unwrap()
+        for pair in commands().windows(2) {
+            assert!(pair[0].name < pair[1].name, "duplicate {}", pair[0].name);
+        }
     }
 
     #[test]
-    fn commands_answer_like_redis() {
-        let db = Db::new(4);
-        assert_eq!(run(&db, &["PING"]), "+PONG\r\n");
-        assert_eq!(run(&db, &["ping", "hi"]), "$2\r\nhi\r\n");
-        assert_eq!(run(&db, &["SET", "k", "v"]), "+OK\r\n");
-        assert_eq!(run(&db, &["GET", "k"]), "$1\r\nv\r\n");
-        assert_eq!(run(&db, &["GET", "nope"]), "$-1\r\n");
-        assert_eq!(
-            run(&db, &["GET"]),
-            "-ERR wrong number of arguments for 'get' command\r\n"
-        );
-        assert_eq!(
-            run(&db, &["INCR", "k"]),
-            "-ERR value is not an integer or out of range\r\n"
-        );
-        assert_eq!(run(&db, &["INCR", "n"]), ":1\r\n");
-        assert_eq!(run(&db, &["INCR", "n"]), ":2\r\n");
-        assert_eq!(run(&db, &["SET", "big", &i64::MAX.to_string()]), "+OK\r\n");
-        assert_eq!(
-            run(&db, &["INCR", "big"]),
-            "-ERR increment or decrement would overflow\r\n"
-        );
-        assert_eq!(run(&db, &["MSET", "a", "1", "b", "2"]), "+OK\r\n");
-        assert_eq!(
-            run(&db, &["MSET", "a"]),
-            "-ERR wrong number of arguments for 'mset' command\r\n"
-        );
-        assert_eq!(
-            run(&db, &["MGET", "a", "x", "b"]),
-            "*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n"
-        );
-        assert_eq!(run(&db, &["EXISTS", "a", "b", "x"]), ":2\r\n");
-        assert_eq!(run(&db, &["DBSIZE"]), ":5\r\n");
-        assert_eq!(run(&db, &["DEL", "a", "b", "x"]), ":2\r\n");
-        assert_eq!(run(&db, &["FLUSHALL"]), "+OK\r\n");
-        assert_eq!(run(&db, &["DBSIZE"]), ":0\r\n");
-        assert_eq!(run(&db, &["COMMAND", "DOCS"]), "*0\r\n");
-        assert_eq!(
-            run(&db, &["FOO", "a"]),
-            "-ERR unknown command 'FOO', with args beginning with: 'a' \r\n"
-        );
-        assert_eq!(run(&db, &[]), "");
+    fn key_specs_pick_the_keys() {
+        let args: Vec<&[u8]> = vec![b"mset", b"a", b"1", b"b", b"2"];
+        let keys: Vec<&[u8]> = lookup(b"mset").unwrap().key_args(&args).collect();
+        assert_eq!(keys, [&b"a"[..], b"b"]);
+        let args: Vec<&[u8]> = vec![b"ping"];
+        assert_eq!(lookup(b"ping").unwrap().key_args(&args).count(), 0);
+        let args: Vec<&[u8]> = vec![b"del", b"a", b"b", b"c"];
+        assert_eq!(lookup(b"del").unwrap().key_args(&args).count(), 3);
     }
 
     #[test]
@@ -453,8 +345,15 @@ mod tests {
             b" 1",
             b"1x",
             b"99999999999999999999",
+            b"9223372036854775808",
+            b"-9223372036854775809",
+            b"-",
+            b"--1",
         ] {
             assert_eq!(parse_i64(bad), None, "{bad:?}");
         }
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
     }
 }

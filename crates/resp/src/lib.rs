@@ -1,20 +1,17 @@
-//! A small Redis-compatible key/value server (RESP2) on the greenfd engine: enough of
-//! Redis for `redis-cli` and `redis-benchmark` to use it unmodified.
+//! A Redis-compatible key/value server (RESP2 and RESP3) on the greenfd engine: the
+//! commands `redis-cli`, `redis-benchmark` and client libraries such as redis-py use
+//! with their default settings, with Redis 7 semantics and error texts.
 //!
-//! - [`Resp`] splits the byte stream into requests (arrays of bulk strings and inline
-//!   commands); [`command_args`] splits a request into its arguments, [`Reply`]
-//!   encodes answers;
+//! - [`Resp`] splits the byte stream into requests and finds their arguments as it
+//!   goes, resuming where it stopped when a request arrives in pieces; [`Reply`]
+//!   encodes answers, referencing large stored values instead of copying them and
+//!   stopping at the connection's output budget;
 //! - the command table ([`commands`], [`lookup`], [`execute`]) holds each command's
-//!   name, arity, flags and function, like redis' `commands.def`;
-//! - [`Db`] is the key space, sharded so several engines can share it;
+//!   name, arity, flags, key positions and function, like redis' `commands.def`;
+//! - [`Db`] is the key space: strings, lists, sets, hashes and sorted sets, with lazy
+//!   and active expiry, sharded so several engines can share it;
 //! - [`RespServer`] is the engine [`Handler`](greenfd_engine::Handler) tying them
-//!   together.
-//!
-//! Commands: PING, ECHO, SET, GET, DEL, INCR, MGET, MSET, EXISTS, DBSIZE, FLUSHALL,
-//! COMMAND (`COMMAND DOCS` and friends answer an empty array), CONFIG GET (`save` and
-//! `appendonly`, so `redis-benchmark` starts quietly), SELECT 0, QUIT. Replies and
-//! error texts follow Redis 7, e.g. `-ERR unknown command 'FOO', with args beginning
-//! with: `, `-ERR wrong number of arguments for 'get' command`.
+//!   together, with per-connection state (HELLO protocol, CLIENT name, MULTI queue).
 //!
 //! ```
 //! use greenfd_resp::{Db, execute};
@@ -28,12 +25,14 @@
 
 #![forbid(unsafe_code)]
 
+mod client;
 mod command;
+mod commands;
 mod frame;
 mod server;
 mod store;
 
-pub use command::{After, Command, Flags, commands, execute, lookup};
-pub use frame::{RESP_DEFAULT_MAX, Reply, Resp, command_args, encode_command};
+pub use command::{After, Command, Flags, KeySpec, commands, execute, lookup};
+pub use frame::{Piece, RESP_DEFAULT_MAX, Reply, Resp, command_args, encode_command};
 pub use server::RespServer;
 pub use store::Db;
