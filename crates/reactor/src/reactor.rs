@@ -170,7 +170,8 @@ struct Driving {
 struct Inner {
     /// The epoll instance.
     poller: Poller,
-    /// Cross-thread wake-up, registered level-triggered under `WAKER_TOKEN`.
+    /// Cross-thread wake-up, registered edge-triggered under `WAKER_TOKEN` (a report
+    /// costs no `read`: see [`Waker::reset`]).
     waker: Arc<Waker>,
     /// Waiters and registrations.
     state: Mutex<State>,
@@ -226,7 +227,7 @@ impl Reactor {
     fn build(fallback_allowed: bool) -> io::Result<Reactor> {
         let poller = Poller::new()?;
         let waker = Arc::new(Waker::new()?);
-        poller.add(waker.as_fd(), WAKER_TOKEN, Interest::READABLE, Mode::Level)?;
+        poller.add(waker.as_fd(), WAKER_TOKEN, Interest::READABLE, Mode::Edge)?;
         Ok(Reactor {
             inner: Arc::new(Inner {
                 poller,
@@ -459,7 +460,7 @@ impl Reactor {
             for ev in events.iter() {
                 if ev.token == WAKER_TOKEN {
                     bump(&self.inner.wakeup_reports, 1);
-                    self.inner.waker.drain()?;
+                    self.inner.waker.reset();
                 } else if ev.token & PERSISTENT != 0 {
                     if let Some(io) = state.registrations.get(&ev.token) {
                         io.set_readiness(&ev, wake);
