@@ -21,6 +21,12 @@
 //! * a reactor made with [`Reactor::new`] has no fallback thread: its owner drives it
 //!   with [`Reactor::turn`] (or nests its fd into another event loop).
 //!
+//! To save the fallback thread's hop under another runtime, nest the reactor into it:
+//! attach ([`Reactor::attach_executor`]) from a task of that runtime, watch the epoll
+//! fd ([`AsFd`]) for readability with the runtime's own fd watcher, and on each report
+//! take [`Reactor::try_lock_driver`] and `turn(Some(Duration::ZERO))` (greenfd-bench's
+//! `wake` scenario does this with tokio's `AsyncFd`).
+//!
 //! Limits, by design: while an executor is attached it alone drives, turning the reactor
 //! at every iteration of its loop (blocking only when idle), so tasks of other runtimes
 //! waiting on the same reactor are served at that pace; a task that blocks the
