@@ -1,9 +1,10 @@
 //! `greenfd.TapDevice` and `greenfd.TunDevice`: non-blocking packet devices.
 //!
-//! The device is created by greenfd-rt's constructor (which owns the `TUNSETIFF` code)
-//! inside a throw-away greenfd runtime, and this object keeps a duplicate of its
-//! descriptor: the duplicate names the same open file, so it stays bound to the
-//! interface and non-blocking after the runtime's wrapper is dropped. Python then waits
+//! The device is created by greenfd-rt's constructor (which owns the `TUNSETIFF` code),
+//! and this object keeps a duplicate of its descriptor: the duplicate names the same
+//! open file, so it stays bound to the interface and non-blocking after greenfd-rt's
+//! wrapper is dropped (which also drops its registration with greenfd's reactor, so no
+//! epoll instance of greenfd's follows the device's traffic; no thread is started). Python then waits
 //! with its own event loop (selectors, asyncio, trio, eventlet) and calls `recv`/`send`,
 //! which never block: `EAGAIN` is raised as `BlockingIOError`.
 
@@ -62,31 +63,19 @@ impl Device {
             Kind::Tun => "TunDevice",
             Kind::Tap => "TapDevice",
         };
-        let name = name.to_owned();
-        let opened = py.detach(move || {
-            greenfd_rt::block_on(async move {
-                let (fd, name) = match (kind, multi_queue) {
-                    (Kind::Tap, false) => {
-                        greenfd_rt::TapDevice::new(&name).map(|d| dup_named(&d, d.name()))
-                    }
-                    (Kind::Tap, true) => greenfd_rt::TapDevice::new_multi_queue(&name)
-                        .map(|d| dup_named(&d, d.name())),
-                    (Kind::Tun, false) => {
-                        greenfd_rt::TunDevice::new(&name).map(|d| dup_named(&d, d.name()))
-                    }
-                    (Kind::Tun, true) => greenfd_rt::TunDevice::new_multi_queue(&name)
-                        .map(|d| dup_named(&d, d.name())),
-                }?;
-                let fd = fd.map_err(|source| TunError::Io {
-                    name: name.clone(),
-                    source,
-                })?;
-                Ok::<_, TunError>((fd, name))
-            })
+        let opened = py.detach(|| match (kind, multi_queue) {
+            (Kind::Tap, false) => greenfd_rt::TapDevice::new(name).map(|d| dup_named(&d, d.name())),
+            (Kind::Tap, true) => {
+                greenfd_rt::TapDevice::new_multi_queue(name).map(|d| dup_named(&d, d.name()))
+            }
+            (Kind::Tun, false) => greenfd_rt::TunDevice::new(name).map(|d| dup_named(&d, d.name())),
+            (Kind::Tun, true) => {
+                greenfd_rt::TunDevice::new_multi_queue(name).map(|d| dup_named(&d, d.name()))
+            }
         });
-        let (fd, name) = opened
-            .map_err(|e| io_error("cannot start a greenfd runtime", &e))?
-            .map_err(creation_error)?;
+        let (fd, name) = opened.map_err(creation_error)?;
+        let fd =
+            fd.map_err(|e| io_error(&format!("device {name:?}: cannot duplicate its fd"), &e))?;
         Ok(Device {
             fd: Mutex::new(Some(Arc::new(fd))),
             name,

@@ -22,3 +22,14 @@ def test_readme_example() -> None:
     if backend in EXACT_BACKENDS:
         assert all(sent == seen for sent, seen in rows), rows
     assert "asyncio add_reader woke with IN" in done.stdout
+
+
+def test_readme_snippets_run() -> None:
+    """Every ```python block of the README runs as written."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert blocks
+    for block in blocks:
+        done = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True,
+                              timeout=CHILD_TIMEOUT)
+        assert done.returncode == 0, f"{block}\n{done.stderr}"

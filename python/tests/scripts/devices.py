@@ -33,7 +33,9 @@ def ping_argv(device: str, peer: str) -> list[str]:
 def nonblocking_and_empty() -> None:
     """fileno() is non-blocking; recv on an empty queue raises BlockingIOError."""
     netpeer.quiet_ipv6()
+    threads = len(os.listdir("/proc/self/task"))
     with greenfd.TapDevice("gtb0") as tap:
+        assert len(os.listdir("/proc/self/task")) == threads, "a device started a thread"
         assert tap.name == "gtb0" and not tap.multi_queue and not tap.closed
         assert fcntl.fcntl(tap.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
         try:
