@@ -140,27 +140,9 @@ const VPOLL_COMPARE: [Compare; 16] = [
 
 /// Measures the vpoll scenario under both placements, for every available backend.
 pub fn run(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
-    let backends: Vec<Backend> = Backend::ALL
-        .into_iter()
-        .filter(|b| match b.probe() {
-            Ok(()) => true,
-            Err(e) => {
-                progress(&format!("vpoll: {b} rows skipped: {e}"));
-                false
-            }
-        })
-        .collect();
-    let routes: Vec<FuseRoute> = if backends.contains(&Backend::Fuse) {
-        FuseRoute::ALL
-            .into_iter()
-            .filter(|r| match r.probe() {
-                Ok(()) => true,
-                Err(e) => {
-                    progress(&format!("vpoll: fuse route {r} rows skipped: {e}"));
-                    false
-                }
-            })
-            .collect()
+    let backends = available(Backend::ALL, Backend::probe, "", progress);
+    let routes = if backends.contains(&Backend::Fuse) {
+        available(FuseRoute::ALL, FuseRoute::probe, "fuse route ", progress)
     } else {
         Vec::new()
     };
@@ -186,6 +168,26 @@ pub fn run(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
         out.extend(rows(&VPOLL_COMPARE, &probes, &samples, placement));
     }
     Ok(out)
+}
+
+/// The `items` whose `probe` succeeds; each other one is announced as
+/// "vpoll: {kind}{item} rows skipped: {why}".
+fn available<T: Copy + std::fmt::Display>(
+    items: impl IntoIterator<Item = T>,
+    probe: impl Fn(T) -> greenfd_vpoll::Result<()>,
+    kind: &str,
+    progress: Progress<'_>,
+) -> Vec<T> {
+    items
+        .into_iter()
+        .filter(|&item| match probe(item) {
+            Ok(()) => true,
+            Err(e) => {
+                progress(&format!("vpoll: {kind}{item} rows skipped: {e}"));
+                false
+            }
+        })
+        .collect()
 }
 
 /// Report rows (in µs) for `compares`, looking the probes up by name; comparisons
