@@ -249,7 +249,7 @@ fn vpoll_probes(backends: &[Backend]) -> io::Result<Vec<Probe>> {
     ];
     for &b in backends {
         let (cycle, create) = backend_probe_names(b);
-        probes.push(vpoll_cycle(cycle, b)?);
+        probes.push(vpoll_cycle(cycle, &Builder::new().backend(b))?);
         probes.push(create_close(create, b));
         if b == Backend::Fuse {
             probes.push(thread_round_trip());
@@ -339,9 +339,9 @@ fn libvpoll_style_create_close() -> io::Result<()> {
     Ok(())
 }
 
-/// A vpoll cycle: ADD IN → epoll_wait → DEL IN.
-fn vpoll_cycle(name: &'static str, backend: Backend) -> io::Result<Probe> {
-    let v = Builder::new().backend(backend).build()?;
+/// A vpoll cycle on a fd `builder` makes: ADD IN → epoll_wait → DEL IN.
+fn vpoll_cycle(name: &'static str, builder: &Builder) -> io::Result<Probe> {
+    let v = builder.build()?;
     let ep = epoll_in(v.as_fd())?;
     Ok(Probe::new(name, move || {
         v.add(Events::IN)?;
@@ -358,17 +358,10 @@ fn fuse_route_cycle(route: FuseRoute) -> io::Result<Probe> {
         FuseRoute::Userns => "fuse cycle (userns)",
         FuseRoute::Fusermount => "fuse cycle (fusermount)",
     };
-    let v = Builder::new()
-        .backend(Backend::Fuse)
-        .fuse_route(route)
-        .build()?;
-    let ep = epoll_in(v.as_fd())?;
-    Ok(Probe::new(name, move || {
-        v.add(Events::IN)?;
-        wait_one(&ep)?;
-        v.del(Events::IN)?;
-        Ok(())
-    }))
+    vpoll_cycle(
+        name,
+        &Builder::new().backend(Backend::Fuse).fuse_route(route),
+    )
 }
 
 /// Creating and closing one vpoll fd.
