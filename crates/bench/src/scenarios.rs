@@ -182,6 +182,10 @@ pub fn wake(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
         for (ours, label) in [
             (wake::FdWaiter::Greenfd, "greenfd-rt"),
             (wake::FdWaiter::GreenfdInTokio, "greenfd Async inside tokio"),
+            (
+                wake::FdWaiter::GreenfdNestedInTokio,
+                "greenfd Async inside tokio, reactor nested",
+            ),
         ] {
             progress(&format!("fd wake, {label} ({tag})"));
             let s = alternate(

@@ -21,6 +21,12 @@
 //! * a reactor made with [`Reactor::new`] has no fallback thread: its owner drives it
 //!   with [`Reactor::turn`] (or nests its fd into another event loop).
 //!
+//! To save the fallback thread's hop under another runtime, nest the reactor into it:
+//! attach ([`Reactor::attach_executor`]) from a task of that runtime, watch the epoll
+//! fd ([`AsFd`]) for readability with the runtime's own fd watcher, and on each report
+//! take [`Reactor::try_lock_driver`] and `turn(Some(Duration::ZERO))` (greenfd-bench's
+//! `wake` scenario does this with tokio's `AsyncFd`).
+//!
 //! Limits, by design: while an executor is attached it alone drives, turning the reactor
 //! at every iteration of its loop (blocking only when idle), so tasks of other runtimes
 //! waiting on the same reactor are served at that pace; a task that blocks the
@@ -170,7 +176,8 @@ struct Driving {
 struct Inner {
     /// The epoll instance.
     poller: Poller,
-    /// Cross-thread wake-up, registered level-triggered under `WAKER_TOKEN`.
+    /// Cross-thread wake-up, registered edge-triggered under `WAKER_TOKEN` (a report
+    /// costs no `read`: see [`Waker::reset`]).
     waker: Arc<Waker>,
     /// Waiters and registrations.
     state: Mutex<State>,
@@ -226,7 +233,7 @@ impl Reactor {
     fn build(fallback_allowed: bool) -> io::Result<Reactor> {
         let poller = Poller::new()?;
         let waker = Arc::new(Waker::new()?);
-        poller.add(waker.as_fd(), WAKER_TOKEN, Interest::READABLE, Mode::Level)?;
+        poller.add(waker.as_fd(), WAKER_TOKEN, Interest::READABLE, Mode::Edge)?;
         Ok(Reactor {
             inner: Arc::new(Inner {
                 poller,
@@ -459,7 +466,7 @@ impl Reactor {
             for ev in events.iter() {
                 if ev.token == WAKER_TOKEN {
                     bump(&self.inner.wakeup_reports, 1);
-                    self.inner.waker.drain()?;
+                    self.inner.waker.reset();
                 } else if ev.token & PERSISTENT != 0 {
                     if let Some(io) = state.registrations.get(&ev.token) {
                         io.set_readiness(&ev, wake);
