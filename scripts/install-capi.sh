@@ -15,6 +15,13 @@
 # own argument definitions.
 # Honours CARGO_TARGET_DIR, CARGO and STRIP like any cargo/make invocation.
 set -euo pipefail
+# No failure is silent: whatever command stops the script is named, with its line.
+trap 'status=$?; echo "install-capi: line $LINENO: \`$BASH_COMMAND\` failed (status $status)" >&2; exit "$status"' ERR
+
+die() {
+  echo "install-capi: $*" >&2
+  exit 1
+}
 
 usage() {
   echo "usage: $0 --prefix DIR [--debug] [--with-cli]" >&2
@@ -67,33 +74,51 @@ trap 'rm -rf "$scratch"' EXIT
 
 # `cargo rustc` builds the lib's three crate types at once and lets rustc print the native
 # libraries the static archive needs (for Libs.private). The JSON stream names the exact
-# artifacts and the build script's OUT_DIR (where vpoll.h is generated).
-(cd "$workspace" &&
+# artifacts and the build script's OUT_DIR (where vpoll.h is generated). Cargo's stderr
+# goes through `tee` in the same pipeline, so the log is complete once the pipeline ends.
+if ! (cd "$workspace" &&
   "$cargo" rustc -p greenfd-vpoll-capi --lib "${profile_args[@]}" \
-    --message-format=json-render-diagnostics -- --print native-static-libs) \
-  >"$scratch/build.json" 2> >(tee "$scratch/build.log" >&2)
-wait
+    --message-format=json-render-diagnostics -- --print native-static-libs \
+    2>&1 >"$scratch/build.json") | tee "$scratch/build.log" >&2; then
+  die "cargo rustc -p greenfd-vpoll-capi failed (its output is above)"
+fi
 
+# The first match of the extended regex $2 in a line of file $1 that also matches the
+# regexes $3 and $4 (when given); empty if there is none. One awk over the file, no pipeline:
+# nothing to fail on "no match" or on a reader that stops early.
+first_match() {
+  RE=$2 SEL1=${3:-} SEL2=${4:-} awk '
+    (ENVIRON["SEL1"] == "" || $0 ~ ENVIRON["SEL1"]) &&
+    (ENVIRON["SEL2"] == "" || $0 ~ ENVIRON["SEL2"]) &&
+    match($0, ENVIRON["RE"]) { print substr($0, RSTART, RLENGTH); exit }
+  ' "$1"
+}
 # The JSON lines about this crate (its artifacts and its build script's run).
-capi_lines() { grep '"package_id":"[^"]*greenfd-vpoll-capi' "$scratch/build.json" || true; }
+capi='"package_id":"[^"]*greenfd-vpoll-capi'
+json=$scratch/build.json
 
-so=$(capi_lines | grep -o '"[^"]*/libvpoll\.so"' | head -n 1 | tr -d '"')
-archive=$(capi_lines | grep -o '"[^"]*/libvpoll\.a"' | head -n 1 | tr -d '"')
-out_dir=$(capi_lines | grep '"reason":"build-script-executed"' | grep -o '"out_dir":"[^"]*"' |
-  head -n 1 | sed 's/^"out_dir":"//; s/"$//')
-version=$(capi_lines | grep -o 'greenfd-vpoll-capi@[0-9][^"]*"' | head -n 1 | sed 's/.*@//; s/"$//')
-header="$out_dir/vpoll.h"
+so=$(first_match "$json" '"[^"]*/libvpoll\.so"' "$capi")
+so=${so//\"/}
+archive=$(first_match "$json" '"[^"]*/libvpoll\.a"' "$capi")
+archive=${archive//\"/}
+out_dir=$(first_match "$json" '"out_dir":"[^"]*"' "$capi" '"reason":"build-script-executed"')
+out_dir=${out_dir#\"out_dir\":\"}
+out_dir=${out_dir%\"}
+version=$(first_match "$json" 'greenfd-vpoll-capi@[0-9][^"]*"' "$capi")
+version=${version#*@}
+version=${version%\"}
+header=${out_dir:+$out_dir/vpoll.h}
 for f in "$so" "$archive" "$header"; do
   if [ -z "$f" ] || [ ! -f "$f" ]; then
-    echo "install-capi: build did not produce an expected artifact (${f:-unnamed})" >&2
-    exit 1
+    die "build did not produce an expected artifact (${f:-unnamed}; libvpoll.so '$so', libvpoll.a '$archive', OUT_DIR '$out_dir')"
   fi
 done
 [ -n "$version" ] || version=0.0.0
 
-# What a program linking libvpoll.a statically must add; rustc prints it for the staticlib.
-# rustc prints it only when it compiles the crate, so keep a fallback for a fresh build.
-static_libs=$(grep -o 'native-static-libs: .*' "$scratch/build.log" | head -n 1 | sed 's/^native-static-libs: //')
+# What a program linking libvpoll.a statically must add; rustc prints it for the staticlib
+# (cargo replays the note when the crate is fresh); a fallback in case it is absent.
+static_libs=$(first_match "$scratch/build.log" 'native-static-libs: .*')
+static_libs=${static_libs#native-static-libs: }
 [ -n "$static_libs" ] || static_libs="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
 
 strip=${STRIP:-strip}
@@ -114,12 +139,13 @@ done
 if [ "$with_cli" = 1 ]; then
   (cd "$workspace" &&
     "$cargo" build -p greenfd --bin greenfd "${profile_args[@]}" \
-      --message-format=json-render-diagnostics) >"$scratch/cli.json"
-  cli=$(grep '"executable":"[^"]*/greenfd"' "$scratch/cli.json" | grep -o '"executable":"[^"]*"' |
-    head -n 1 | sed 's/^"executable":"//; s/"$//')
+      --message-format=json-render-diagnostics) >"$scratch/cli.json" ||
+    die "cargo build -p greenfd failed (its output is above)"
+  cli=$(first_match "$scratch/cli.json" '"executable":"[^"]*/greenfd"')
+  cli=${cli#\"executable\":\"}
+  cli=${cli%\"}
   if [ -z "$cli" ] || [ ! -x "$cli" ]; then
-    echo "install-capi: the greenfd build produced no executable" >&2
-    exit 1
+    die "the greenfd build produced no executable"
   fi
   install -d "$prefix/bin" "$prefix/share/man/man1"
   install -m 0755 "$cli" "$prefix/bin/greenfd"

@@ -140,27 +140,9 @@ const VPOLL_COMPARE: [Compare; 16] = [
 
 /// Measures the vpoll scenario under both placements, for every available backend.
 pub fn run(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
-    let backends: Vec<Backend> = Backend::ALL
-        .into_iter()
-        .filter(|b| match b.probe() {
-            Ok(()) => true,
-            Err(e) => {
-                progress(&format!("vpoll: {b} rows skipped: {e}"));
-                false
-            }
-        })
-        .collect();
-    let routes: Vec<FuseRoute> = if backends.contains(&Backend::Fuse) {
-        FuseRoute::ALL
-            .into_iter()
-            .filter(|r| match r.probe() {
-                Ok(()) => true,
-                Err(e) => {
-                    progress(&format!("vpoll: fuse route {r} rows skipped: {e}"));
-                    false
-                }
-            })
-            .collect()
+    let backends = available(Backend::ALL, Backend::probe, "", progress);
+    let routes = if backends.contains(&Backend::Fuse) {
+        available(FuseRoute::ALL, FuseRoute::probe, "fuse route ", progress)
     } else {
         Vec::new()
     };
@@ -186,6 +168,26 @@ pub fn run(plan: Plan, progress: Progress<'_>) -> io::Result<Vec<Row>> {
         out.extend(rows(&VPOLL_COMPARE, &probes, &samples, placement));
     }
     Ok(out)
+}
+
+/// The `items` whose `probe` succeeds; each other one is announced as
+/// "vpoll: {kind}{item} rows skipped: {why}".
+fn available<T: Copy + std::fmt::Display>(
+    items: impl IntoIterator<Item = T>,
+    probe: impl Fn(T) -> greenfd_vpoll::Result<()>,
+    kind: &str,
+    progress: Progress<'_>,
+) -> Vec<T> {
+    items
+        .into_iter()
+        .filter(|&item| match probe(item) {
+            Ok(()) => true,
+            Err(e) => {
+                progress(&format!("vpoll: {kind}{item} rows skipped: {e}"));
+                false
+            }
+        })
+        .collect()
 }
 
 /// Report rows (in µs) for `compares`, looking the probes up by name; comparisons
@@ -247,7 +249,7 @@ fn vpoll_probes(backends: &[Backend]) -> io::Result<Vec<Probe>> {
     ];
     for &b in backends {
         let (cycle, create) = backend_probe_names(b);
-        probes.push(vpoll_cycle(cycle, b)?);
+        probes.push(vpoll_cycle(cycle, &Builder::new().backend(b))?);
         probes.push(create_close(create, b));
         if b == Backend::Fuse {
             probes.push(thread_round_trip());
@@ -337,9 +339,9 @@ fn libvpoll_style_create_close() -> io::Result<()> {
     Ok(())
 }
 
-/// A vpoll cycle: ADD IN → epoll_wait → DEL IN.
-fn vpoll_cycle(name: &'static str, backend: Backend) -> io::Result<Probe> {
-    let v = Builder::new().backend(backend).build()?;
+/// A vpoll cycle on a fd `builder` makes: ADD IN → epoll_wait → DEL IN.
+fn vpoll_cycle(name: &'static str, builder: &Builder) -> io::Result<Probe> {
+    let v = builder.build()?;
     let ep = epoll_in(v.as_fd())?;
     Ok(Probe::new(name, move || {
         v.add(Events::IN)?;
@@ -356,17 +358,10 @@ fn fuse_route_cycle(route: FuseRoute) -> io::Result<Probe> {
         FuseRoute::Userns => "fuse cycle (userns)",
         FuseRoute::Fusermount => "fuse cycle (fusermount)",
     };
-    let v = Builder::new()
-        .backend(Backend::Fuse)
-        .fuse_route(route)
-        .build()?;
-    let ep = epoll_in(v.as_fd())?;
-    Ok(Probe::new(name, move || {
-        v.add(Events::IN)?;
-        wait_one(&ep)?;
-        v.del(Events::IN)?;
-        Ok(())
-    }))
+    vpoll_cycle(
+        name,
+        &Builder::new().backend(Backend::Fuse).fuse_route(route),
+    )
 }
 
 /// Creating and closing one vpoll fd.

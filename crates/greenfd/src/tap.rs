@@ -13,7 +13,7 @@
 
 use crate::CliResult;
 use crate::signals::{read_signal, stop_signal_fd};
-use greenfd_rt::{Async, TapDevice, TunError, block_on, sleep, spawn};
+use greenfd_rt::{Async, TapDevice, TunError, block_on, internet_checksum, sleep, spawn};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -331,28 +331,16 @@ fn echo_reply(frame: &[u8], plan: &Plan) -> Option<Vec<u8>> {
     hdr[12..16].copy_from_slice(&ip[16..20]);
     hdr[16..20].copy_from_slice(&ip[12..16]);
     hdr[10..12].copy_from_slice(&[0, 0]);
-    let sum = checksum(&hdr);
+    let sum = internet_checksum(&hdr);
     hdr[10..12].copy_from_slice(&sum.to_be_bytes());
     r.extend_from_slice(&hdr);
     let mut body = icmp.to_vec();
     body[0] = 0; // echo reply
     body[2..4].copy_from_slice(&[0, 0]);
-    let sum = checksum(&body);
+    let sum = internet_checksum(&body);
     body[2..4].copy_from_slice(&sum.to_be_bytes());
     r.extend_from_slice(&body);
     Some(r)
-}
-
-/// The Internet checksum (RFC 1071).
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 #[cfg(test)]
@@ -433,11 +421,11 @@ mod tests {
         ];
         let mut icmp = vec![8, 0, 0, 0, 0xbe, 0xef, 0, 1];
         icmp.extend_from_slice(b"payload!");
-        let s = checksum(&icmp);
+        let s = internet_checksum(&icmp);
         icmp[2..4].copy_from_slice(&s.to_be_bytes());
         let total = (ip.len() + icmp.len()) as u16;
         ip[2..4].copy_from_slice(&total.to_be_bytes());
-        let s = checksum(&ip);
+        let s = internet_checksum(&ip);
         ip[10..12].copy_from_slice(&s.to_be_bytes());
         let mut f = p.mac.to_vec();
         f.extend_from_slice(&[0xaa; 6]);
@@ -447,12 +435,12 @@ mod tests {
         let r = answer(&f, &p).unwrap();
         assert_eq!(&r[0..6], &[0xaa; 6]);
         let rip = &r[14..34];
-        assert_eq!(checksum(rip), 0, "IP checksum verifies");
+        assert_eq!(internet_checksum(rip), 0, "IP checksum verifies");
         assert_eq!(&rip[12..16], &[10, 77, 0, 2]);
         assert_eq!(&rip[16..20], &[10, 77, 0, 1]);
         let ricmp = &r[34..];
         assert_eq!(ricmp[0], 0);
-        assert_eq!(checksum(ricmp), 0, "ICMP checksum verifies");
+        assert_eq!(internet_checksum(ricmp), 0, "ICMP checksum verifies");
         assert_eq!(&ricmp[4..], &icmp[4..], "id, sequence and payload echoed");
         assert!(answer(&f[..30], &p).is_none(), "truncated frame ignored");
     }

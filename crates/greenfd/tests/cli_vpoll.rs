@@ -5,7 +5,9 @@ use greenfd_vpoll::{BACKEND_ENV, Backend, FUSE_ROUTE_ENV, FuseRoute};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use greenfd_test_support::describe;
+use greenfd_test_support::{
+    answer_route_check, describe, is_child, unprivileged_blocker, unprivileged_route_refusal,
+};
 
 /// Safety net for every run: a hang fails the test instead of blocking the suite.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -162,23 +164,14 @@ fn probe_lists_every_backend_every_fuse_route_and_the_best_choice() {
     }
 }
 
-/// Why `greenfd` cannot be run as uid 65534 here, if it cannot.
-fn unprivileged_blocker() -> Option<String> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("needs root to switch to uid 65534".into());
-    }
-    for tool in ["setpriv", "unshare"] {
-        if Command::new(tool).arg("--version").output().is_err() {
-            return Some(format!("{tool} (util-linux) is not installed"));
-        }
-    }
-    match rustix::fs::stat("/dev/fuse") {
-        Ok(st) if st.st_mode & 0o006 == 0o006 => None,
-        Ok(st) => Some(format!(
-            "/dev/fuse is mode {:04o}, not 0666 as stock distributions ship it",
-            st.st_mode & 0o7777
-        )),
-        Err(e) => Some(format!("/dev/fuse: {e}")),
+/// The test that answers [`unprivileged_route_refusal`] in its child run.
+const ROUTE_CHECK: &str = "route_check_child";
+
+/// The child side of [`unprivileged_route_refusal`]; a no-op in a normal test run.
+#[test]
+fn route_check_child() {
+    if is_child(ROUTE_CHECK) {
+        answer_route_check();
     }
 }
 
@@ -211,12 +204,10 @@ fn probe_as_an_unprivileged_user_names_the_route_in_use() {
         eprintln!("skipped: {why}");
         return;
     }
-    let has_fusermount = ["/usr/bin/fusermount3", "/bin/fusermount3"]
-        .iter()
-        .any(|p| std::path::Path::new(p).exists());
     for route in ["userns", "fusermount"] {
-        if route == "fusermount" && !has_fusermount {
-            eprintln!("skipping the fusermount half: fusermount3 is not installed");
+        // A system that refuses the route by policy skips it; a broken route fails.
+        if let Some(why) = unprivileged_route_refusal(route, ROUTE_CHECK) {
+            eprintln!("skipping the {route} half: the route is refused here: {why}");
             continue;
         }
         let out = run_greenfd_unprivileged("", &["probe"], &[(FUSE_ROUTE_ENV, route)]);

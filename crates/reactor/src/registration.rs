@@ -44,6 +44,21 @@ impl Ready {
     }
 }
 
+/// The directions with a waiter slot each, in slot order (read, write, priority).
+const DIRECTIONS: [Interest; 3] = [Interest::READABLE, Interest::WRITABLE, Interest::PRIORITY];
+
+/// The waiter slot of a wait for `interest`: write if it includes writable, else
+/// priority if it includes priority, else read.
+fn waiter_slot(interest: Interest) -> usize {
+    if interest.contains(Interest::WRITABLE) {
+        1
+    } else if interest.contains(Interest::PRIORITY) {
+        2
+    } else {
+        0
+    }
+}
+
 /// Where the tick lives in the readiness word.
 const TICK_SHIFT: u32 = 8;
 /// The tick's width.
@@ -103,10 +118,7 @@ impl ScheduledIo {
     /// Collects the wakers of the directions `ready` concerns.
     fn wake_matching(&self, ready: Ready, wake: &mut Vec<Waker>) {
         let mut waiters = self.waiters();
-        for (i, interest) in [Interest::READABLE, Interest::WRITABLE, Interest::PRIORITY]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, interest) in DIRECTIONS.into_iter().enumerate() {
             if ready.intersects(Ready::for_interest(interest)) {
                 wake.extend(waiters[i].take());
             }
@@ -119,18 +131,18 @@ impl ScheduledIo {
         wake.extend(self.waiters().iter_mut().filter_map(Option::take));
     }
 
-    /// Ready if any bit for `interest` is set; otherwise remembers the waker.
+    /// Ready if any bit for `interest` is set; otherwise remembers the waker in the
+    /// direction's slot.
     fn poll_ready(
         &self,
         cx: &mut Context<'_>,
         interest: Interest,
-        index: usize,
     ) -> Poll<Result<ReadyEvent, Error>> {
         if let Some(ready) = self.check(interest) {
             return Poll::Ready(ready);
         }
         let mut waiters = self.waiters();
-        let slot = &mut waiters[index];
+        let slot = &mut waiters[waiter_slot(interest)];
         let old = if slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             None
         } else {
@@ -239,17 +251,17 @@ impl Registration {
 
     /// Polls for read readiness (data, end of stream, error).
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<Result<ReadyEvent, Error>> {
-        self.poll_ready(cx, Interest::READABLE, 0)
+        self.poll_ready(cx, Interest::READABLE)
     }
 
     /// Polls for write readiness (room, hang-up, error).
     pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<Result<ReadyEvent, Error>> {
-        self.poll_ready(cx, Interest::WRITABLE, 1)
+        self.poll_ready(cx, Interest::WRITABLE)
     }
 
     /// Polls for priority readiness.
     pub fn poll_priority_ready(&self, cx: &mut Context<'_>) -> Poll<Result<ReadyEvent, Error>> {
-        self.poll_ready(cx, Interest::PRIORITY, 2)
+        self.poll_ready(cx, Interest::PRIORITY)
     }
 
     /// Polls one direction; a task that parks makes sure someone drives the reactor.
@@ -257,9 +269,8 @@ impl Registration {
         &self,
         cx: &mut Context<'_>,
         interest: Interest,
-        index: usize,
     ) -> Poll<Result<ReadyEvent, Error>> {
-        let poll = self.io.poll_ready(cx, interest, index);
+        let poll = self.io.poll_ready(cx, interest);
         if poll.is_pending() {
             self.reactor.ensure_driven();
         }
@@ -290,15 +301,8 @@ impl Registration {
         interest: Interest,
         mut op: impl FnMut() -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
-        let index = if interest.contains(Interest::WRITABLE) {
-            1
-        } else if interest.contains(Interest::PRIORITY) {
-            2
-        } else {
-            0
-        };
         loop {
-            let ev = match self.poll_ready(cx, interest, index) {
+            let ev = match self.poll_ready(cx, interest) {
                 Poll::Ready(Ok(ev)) => ev,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                 Poll::Pending => return Poll::Pending,
@@ -339,5 +343,19 @@ impl Drop for Registration {
         let mut wake = Vec::new();
         self.io.shutdown(&mut wake);
         wake.into_iter().for_each(Waker::wake);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wait for one direction parks in that direction's slot, the slot a report for
+    /// it wakes (`wake_matching` walks `DIRECTIONS` in slot order).
+    #[test]
+    fn each_direction_waits_in_the_slot_its_reports_wake() {
+        for (i, direction) in DIRECTIONS.into_iter().enumerate() {
+            assert_eq!(waiter_slot(direction), i, "{direction:?}");
+        }
     }
 }

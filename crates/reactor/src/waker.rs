@@ -147,82 +147,66 @@ mod tests {
         }
     }
 
+    /// Wakes per sender thread in the contention tests.
+    const WAKES_PER_SENDER: u64 = 20_000;
+
+    /// Three senders each bump a counter `WAKES_PER_SENDER` times, waking after each;
+    /// the reactor loop waits on `waker` registered in `mode` and clears it with
+    /// `acknowledge` after each report. It must always catch up with the counter (a lost
+    /// wake-up leaves it blocked with work published). Returns the poller and the waker
+    /// once every sender is done.
+    fn assert_no_wake_lost(mode: Mode, acknowledge: impl Fn(&Waker)) -> (Poller, Arc<Waker>) {
+        let poller = Poller::new().unwrap();
+        let waker = Arc::new(Waker::new().unwrap());
+        let published = Arc::new(AtomicU64::new(0));
+        poller
+            .add(waker.as_fd(), 0, Interest::READABLE, mode)
+            .unwrap();
+        let senders: Vec<_> = (0..3)
+            .map(|_| {
+                let (n, p) = (Arc::clone(&waker), Arc::clone(&published));
+                std::thread::spawn(move || {
+                    for _ in 0..WAKES_PER_SENDER {
+                        p.fetch_add(1, Ordering::Release);
+                        n.wake().unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut events = EventBuffer::with_capacity(4);
+        let mut seen = 0;
+        while seen < 3 * WAKES_PER_SENDER {
+            let n = poller
+                .wait(&mut events, Some(Duration::from_secs(20)))
+                .unwrap();
+            assert_eq!(n, 1, "lost wake-up: saw {seen} of {}", 3 * WAKES_PER_SENDER);
+            acknowledge(&waker);
+            seen = published.load(Ordering::Acquire);
+        }
+        for s in senders {
+            s.join().unwrap();
+        }
+        (poller, waker)
+    }
+
     /// The edge-triggered protocol of the reactor: `reset` instead of `drain`, and still
     /// no lost wake-up under contention, with no read of the counter.
     #[test]
     fn edge_triggered_reset_loses_no_wake_under_contention() {
-        let poller = Poller::new().unwrap();
-        let waker = Arc::new(Waker::new().unwrap());
-        let published = Arc::new(AtomicU64::new(0));
-        poller
-            .add(waker.as_fd(), 0, Interest::READABLE, Mode::Edge)
-            .unwrap();
-        const PER: u64 = 20_000;
-        let senders: Vec<_> = (0..3)
-            .map(|_| {
-                let (n, p) = (Arc::clone(&waker), Arc::clone(&published));
-                std::thread::spawn(move || {
-                    for _ in 0..PER {
-                        p.fetch_add(1, Ordering::Release);
-                        n.wake().unwrap();
-                    }
-                })
-            })
-            .collect();
-        let mut events = EventBuffer::with_capacity(4);
-        let mut seen = 0;
-        while seen < 3 * PER {
-            let n = poller
-                .wait(&mut events, Some(Duration::from_secs(20)))
-                .unwrap();
-            assert_eq!(n, 1, "lost wake-up: saw {seen} of {}", 3 * PER);
-            waker.reset();
-            seen = published.load(Ordering::Acquire);
-        }
-        for s in senders {
-            s.join().unwrap();
-        }
+        let (poller, waker) = assert_no_wake_lost(Mode::Edge, Waker::reset);
         // Coalesced: far fewer writes than wakes, and no report left pending.
-        assert!(waker.writes() <= 3 * PER);
+        assert!(waker.writes() <= 3 * WAKES_PER_SENDER);
+        let mut events = EventBuffer::with_capacity(4);
         assert_eq!(poller.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
     }
 
-    /// Senders bump a counter then wake; the reactor must always catch up with the
-    /// counter (a lost wake-up leaves it blocked with work published). The race is
+    /// The level-triggered protocol (`drain`) under the same contention. The race is
     /// probabilistic: with `drain` clearing the flag before reading, this failed in 2 of 3
     /// runs on a loaded machine, rarely on an idle one.
     #[test]
     fn no_wake_is_lost_under_contention() {
-        let poller = Poller::new().unwrap();
-        let waker = Arc::new(Waker::new().unwrap());
-        let published = Arc::new(AtomicU64::new(0));
-        poller
-            .add(waker.as_fd(), 0, Interest::READABLE, Mode::Level)
-            .unwrap();
-        const PER: u64 = 20_000;
-        let senders: Vec<_> = (0..3)
-            .map(|_| {
-                let (n, p) = (Arc::clone(&waker), Arc::clone(&published));
-                std::thread::spawn(move || {
-                    for _ in 0..PER {
-                        p.fetch_add(1, Ordering::Release);
-                        n.wake().unwrap();
-                    }
-                })
-            })
-            .collect();
-        let mut events = EventBuffer::with_capacity(4);
-        let mut seen = 0;
-        while seen < 3 * PER {
-            let n = poller
-                .wait(&mut events, Some(Duration::from_secs(20)))
-                .unwrap();
-            assert_eq!(n, 1, "lost wake-up: saw {seen} of {}", 3 * PER);
-            waker.drain().unwrap();
-            seen = published.load(Ordering::Acquire);
-        }
-        for s in senders {
-            s.join().unwrap();
-        }
+        assert_no_wake_lost(Mode::Level, |w| {
+            w.drain().unwrap();
+        });
     }
 }

@@ -100,32 +100,29 @@ impl<T: AsFd> Async<T> {
         matches!(self.backend, Backend::Blocking(_))
     }
 
+    /// The persistent registration; `None` with the blocking-pool fallback and once
+    /// deregistered.
+    fn registration(&self) -> Option<&Registration> {
+        match &self.backend {
+            Backend::Reactor { registration, .. } => registration.as_ref(),
+            Backend::Blocking(_) => None,
+        }
+    }
+
     /// Waits until readable (always at once for the blocking-pool fallback).
     pub async fn readable(&self) -> io::Result<()> {
-        match &self.backend {
-            Backend::Reactor {
-                registration: Some(r),
-                ..
-            } => {
-                r.readable().await?;
-                Ok(())
-            }
-            _ => Ok(()),
+        if let Some(r) = self.registration() {
+            r.readable().await?;
         }
+        Ok(())
     }
 
     /// Waits until writable (always at once for the blocking-pool fallback).
     pub async fn writable(&self) -> io::Result<()> {
-        match &self.backend {
-            Backend::Reactor {
-                registration: Some(r),
-                ..
-            } => {
-                r.writable().await?;
-                Ok(())
-            }
-            _ => Ok(()),
+        if let Some(r) = self.registration() {
+            r.writable().await?;
         }
+        Ok(())
     }
 
     /// Runs a non-blocking read-side operation until it stops saying `WouldBlock`,

@@ -56,7 +56,7 @@ pub use executor::{
 };
 pub use greenfd_reactor as reactor;
 pub use time::{Elapsed, Sleep, Timeout, sleep, timeout};
-pub use tun::{TapDevice, TunDevice, TunError};
+pub use tun::{TapDevice, TunDevice, TunError, internet_checksum};
 
 /// Compile-time checks: the IO types and their futures cross threads, so they run
 /// inside `tokio::spawn` on a multi-thread runtime.

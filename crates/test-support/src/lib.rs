@@ -2,9 +2,10 @@
 //!
 //! Every test crate of the workspace used to carry its own copy of these: re-running the
 //! test binary as a child process, bounded waits, an epoll set on one fd, a private
-//! network namespace, compiling a C program, finding a tool on `PATH` and the list of
-//! vpoll backends usable on this machine, an engine running on its own thread. They live
-//! here once.
+//! network namespace, compiling a C program, finding a tool on `PATH`, the list of
+//! vpoll backends usable on this machine, whether a FUSE route works for an unprivileged
+//! user (or the system refuses it by policy), an engine running on its own thread. They
+//! live here once.
 //!
 //! Every wait is bounded: a bug fails the test with a message instead of hanging it.
 
@@ -259,6 +260,124 @@ pub fn backends() -> Vec<Backend> {
 /// unavailable one is skipped.
 pub fn user_space_backends() -> Vec<Backend> {
     usable([Backend::Fuse, Backend::Emulated])
+}
+
+// ---------------------------------------------------------------------------------------
+// Unprivileged FUSE routes (uid 65534).
+
+/// Why programs cannot be run here as uid/gid 65534 with FUSE, if they cannot: switching
+/// users needs root and util-linux's `setpriv` and `unshare`, and `/dev/fuse` must be
+/// mode 0666 as stock distributions ship it.
+pub fn unprivileged_blocker() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("needs root to switch to uid 65534".into());
+    }
+    for tool in ["setpriv", "unshare"] {
+        if which(tool).is_none() {
+            return Some(format!("{tool} (util-linux) is not installed"));
+        }
+    }
+    match rustix::fs::stat("/dev/fuse") {
+        Ok(st) if st.st_mode & 0o006 == 0o006 => None,
+        Ok(st) => Some(format!(
+            "/dev/fuse is mode {:04o}, not 0666 as stock distributions ship it \
+             (.ci/setup sets it)",
+            st.st_mode & 0o7777
+        )),
+        Err(e) => Some(format!("/dev/fuse: {e}")),
+    }
+}
+
+/// Whether `why`, the reason the Fuse backend gave for not working, is the system
+/// refusing the route by policy (rather than the route being broken): user namespaces
+/// disabled or restricted (sysctl, AppArmor, a container's seccomp profile), a kernel
+/// without FUSE in user namespaces, no `fusermount3`, a `fusermount3` without its setuid
+/// bit or whose `mount(2)` the system forbids (a container without `CAP_SYS_ADMIN` in its
+/// bounding set). Returns the reason to print, `None` for a breakage.
+fn refusal_by_policy(why: &str) -> Option<String> {
+    const POLICY: [&str; 5] = [
+        "refused here",
+        "disabled",
+        "AppArmor",
+        "not installed",
+        "does not allow FUSE mounts in user namespaces",
+    ];
+    if POLICY.iter().any(|p| why.contains(p)) {
+        return Some(why.to_owned());
+    }
+    if why.contains("the fusermount route") {
+        use std::os::unix::fs::MetadataExt;
+        let helper = which("fusermount3").or_else(|| {
+            ["/usr/bin/fusermount3", "/bin/fusermount3"]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file())
+        });
+        if let Some(helper) = helper {
+            let setuid_root =
+                std::fs::metadata(&helper).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o4000 != 0);
+            if !setuid_root {
+                return Some(format!("{why} ({} is not setuid root)", helper.display()));
+            }
+        }
+        if why.contains("mount failed: Operation not permitted") {
+            return Some(format!("{why} (the system forbids its mount(2))"));
+        }
+    }
+    None
+}
+
+/// The answer of a route-check child (see [`unprivileged_route_refusal`]): probes the
+/// Fuse backend on the route `GREENFD_VPOLL_FUSE_ROUTE` forces and prints `route ok`,
+/// `route refused: WHY` (refused by policy) or `route broken: WHY`.
+pub fn answer_route_check() {
+    match Backend::Fuse.probe() {
+        Ok(()) => println!("route ok"),
+        Err(e) => match refusal_by_policy(&e.to_string()) {
+            Some(why) => println!("route refused: {why}"),
+            None => println!("route broken: {e}"),
+        },
+    }
+}
+
+/// Asks, as uid/gid 65534 without capabilities in a private mount namespace, whether
+/// FUSE route `route` (`userns`, `fusermount`) works here: `None` if it does, `Some(WHY)`
+/// if the system refuses it by policy (the caller skips, printing WHY). Panics if the route
+/// is broken or the check does not answer: that is a failure, not a reason to skip.
+///
+/// The check is this test binary's test `check` run alone as a child (from a copy any
+/// user can run); its body must call [`answer_route_check`] when [`is_child`]`(check)`.
+/// The caller has checked [`unprivileged_blocker`] first.
+#[track_caller]
+pub fn unprivileged_route_refusal(route: &str, check: &str) -> Option<String> {
+    let current = std::env::current_exe().expect("current_exe");
+    let dir = copies_for_any_user(&[&current]).expect("a copy of the test binary");
+    let exe = dir.join(current.file_name().expect("a file name"));
+    let out = run_with_timeout(
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "setpriv"])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&exe)
+            .args(["--exact", check, "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, check)
+            .env(greenfd_vpoll::FUSE_ROUTE_ENV, route)
+            .env_remove(greenfd_vpoll::BACKEND_ENV),
+        CHILD_PATIENCE,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out.unwrap_or_else(|e| panic!("the {route} route check as uid 65534: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let verdict = tagged_lines(&stdout, "route ").first().copied();
+    match verdict {
+        Some("route ok") if out.status.success() => None,
+        Some(v) if out.status.success() && v.starts_with("route refused: ") => {
+            Some(v["route refused: ".len()..].to_owned())
+        }
+        _ => panic!(
+            "the {route} route does not work as uid 65534, and not by policy (check {check}): {}",
+            describe(&out)
+        ),
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-//! The C ABI as a C programmer meets it: `scripts/install-capi.sh` installs the library into a
-//! scratch prefix, C programs from `tests/c/` compile with
+//! The C ABI as a C programmer meets it: `scripts/install-capi.sh` installs the library, once
+//! per test run, into a prefix of that run's own, C programs from `tests/c/` compile with
 //! `cc prog.c $(pkg-config --cflags --libs vpoll)` (and once against `libvpoll.a`), and run.
 //!
 //! The install builds in its own target dir (`$CARGO_TARGET_TMPDIR/capi-build`): a nested
@@ -13,7 +13,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use greenfd_test_support::{assert_ok, run, user_space_backends, which};
+use greenfd_test_support::{
+    answer_route_check, assert_ok, is_child, run, unprivileged_blocker, unprivileged_route_refusal,
+    user_space_backends, which,
+};
 
 /// The safety net for every program run here: a bug fails the test instead of hanging it.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,7 +34,26 @@ enum Install {
     Failed(String),
 }
 
-/// Installs the library once per test run (the first test to ask does it).
+/// The prefixes of earlier runs whose process is gone (`capi-prefix.PID`) under `tmp`.
+fn stale_prefixes(tmp: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix("capi-prefix."));
+            pid.and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Installs the library once per test run (the first test to ask does it), into a prefix
+/// of this run's own: a test binary running at the same time (another `cargo test` in the
+/// same checkout) neither removes nor overwrites files this one uses.
 fn install() -> &'static Install {
     static INSTALL: OnceLock<Install> = OnceLock::new();
     INSTALL.get_or_init(|| {
@@ -41,7 +63,10 @@ fn install() -> &'static Install {
             }
         }
         let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let prefix = tmp.join("capi-prefix");
+        for stale in stale_prefixes(&tmp) {
+            let _ = std::fs::remove_dir_all(stale);
+        }
+        let prefix = tmp.join(format!("capi-prefix.{}", std::process::id()));
         // A stale install must not make a broken build look good.
         let _ = std::fs::remove_dir_all(&prefix);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-capi.sh");
@@ -546,25 +571,14 @@ fn assert_failures_zero(what: &str, out: &Output) {
     );
 }
 
-/// Why programs cannot be run as uid 65534 here, if they cannot.
-fn unprivileged_blocker() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root to switch to uid 65534".into());
-    }
-    for tool in ["setpriv", "unshare"] {
-        if which(tool).is_none() {
-            return Some(format!("{tool} (util-linux) is not installed"));
-        }
-    }
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata("/dev/fuse") {
-        Ok(m) if m.permissions().mode() & 0o006 == 0o006 => None,
-        Ok(m) => Some(format!(
-            "/dev/fuse is mode {:04o}, not 0666 as stock distributions ship it",
-            m.permissions().mode() & 0o7777
-        )),
-        Err(e) => Some(format!("/dev/fuse: {e}")),
+/// The test that answers [`unprivileged_route_refusal`] in its child run.
+const ROUTE_CHECK: &str = "route_check_child";
+
+/// The child side of [`unprivileged_route_refusal`]; a no-op in a normal test run.
+#[test]
+fn route_check_child() {
+    if is_child(ROUTE_CHECK) {
+        answer_route_check();
     }
 }
 
@@ -612,8 +626,9 @@ fn unprivileged_c_programs_get_exact_bits_on_every_route() {
     let child_close = build_program(prefix, "cc", "child_close.c", Link::Shared);
     let exec_child = build_program(prefix, "cc", "exec_child.c", Link::Shared);
     for route in ["userns", "fusermount"] {
-        if route == "fusermount" && which("fusermount3").is_none() {
-            eprintln!("skipping the fusermount route: fusermount3 is not installed");
+        // A system that refuses the route by policy skips it; a broken route fails.
+        if let Some(why) = unprivileged_route_refusal(route, ROUTE_CHECK) {
+            eprintln!("skipping route {route} in {test}: refused here: {why}");
             continue;
         }
         let w = |name: &str| format!("{name} as uid 65534 on route {route}");

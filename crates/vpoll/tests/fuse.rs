@@ -17,7 +17,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{BITS, combo};
-use greenfd_test_support::epoll_on;
+use greenfd_test_support::{
+    answer_route_check, epoll_on, is_child, unprivileged_blocker, unprivileged_route_refusal,
+};
 
 /// Environment variable that selects a subprocess role.
 const ROLE: &str = "GREENFD_FUSE_TEST_ROLE";
@@ -972,22 +974,7 @@ fn unprivileged_run_blocker() -> Option<String> {
     if std::env::var_os(NESTED).is_some() {
         return Some("already the nested run".into());
     }
-    if unprivileged() {
-        return Some("needs root to switch to uid 65534".into());
-    }
-    for tool in ["setpriv", "unshare"] {
-        if Command::new(tool).arg("--version").output().is_err() {
-            return Some(format!("{tool} (util-linux) is not installed"));
-        }
-    }
-    match rustix::fs::stat("/dev/fuse") {
-        Ok(st) if st.st_mode & 0o006 == 0o006 => None,
-        Ok(st) => Some(format!(
-            "/dev/fuse is mode {:04o}, not 0666 as stock distributions ship it (.ci/setup sets it)",
-            st.st_mode & 0o7777
-        )),
-        Err(e) => Some(format!("/dev/fuse: {e}")),
-    }
+    unprivileged_blocker()
 }
 
 /// Runs this whole suite again as uid/gid 65534 (no capabilities) with `route` forced, in
@@ -998,12 +985,11 @@ fn unprivileged_suite(route: &str) {
         eprintln!("skipped: {why}");
         return;
     }
-    if route == "fusermount"
-        && !["/usr/bin/fusermount3", "/bin/fusermount3"]
-            .iter()
-            .any(|p| std::path::Path::new(p).exists())
-    {
-        eprintln!("skipped: fusermount3 is not installed (package fuse3)");
+    // First ask, as that user, whether the route works at all: a system that refuses it by
+    // policy (user namespaces disabled or restricted, no fusermount3) skips with the reason;
+    // any other failure is a failure.
+    if let Some(why) = unprivileged_route_refusal(route, ROUTE_CHECK) {
+        eprintln!("skipped: the {route} route is refused here: {why}");
         return;
     }
     let current = std::env::current_exe().unwrap();
@@ -1018,32 +1004,6 @@ fn unprivileged_suite(route: &str) {
 
 /// [`unprivileged_suite`] with `exe`, a copy of this test binary that uid 65534 can run.
 fn unprivileged_suite_in(route: &str, exe: &std::path::Path) {
-    // First ask, as that user, whether the route works at all: a system that refuses it by
-    // policy (user namespaces disabled or restricted, no fusermount3) skips with the reason;
-    // any other failure is a failure.
-    let mut check = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "setpriv"])
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(exe)
-        .args(["--exact", "zz_role", "--nocapture", "--test-threads=1"])
-        .env(ROLE, "route-check")
-        .env(greenfd_vpoll::FUSE_ROUTE_ENV, route)
-        .env_remove(greenfd_vpoll::BACKEND_ENV)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the route check");
-    let rx = lines_of(&mut check);
-    assert!(wait_promptly(&mut check).success());
-    let verdict = rest(&rx)
-        .into_iter()
-        .find(|l| l.starts_with("route "))
-        .expect("the route check answers");
-    if let Some(why) = verdict.strip_prefix("route refused: ") {
-        eprintln!("skipped: the {route} route is refused here: {why}");
-        return;
-    }
-    assert_eq!(verdict, "route ok", "the {route} route as uid 65534");
     let mut child = Command::new("unshare")
         .args(["-m", "--propagation", "private", "setpriv"])
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -1123,26 +1083,14 @@ exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
     }
 }
 
-/// Says whether the forced route works for this user: `route ok`, `route refused: WHY`
-/// when the system refuses it by policy, else `route broken: WHY`.
-fn role_route_check() {
-    match Backend::Fuse.probe() {
-        Ok(()) => println!("route ok"),
-        Err(e) => {
-            let why = e.to_string();
-            let policy = [
-                "refused here",
-                "disabled",
-                "AppArmor",
-                "not installed",
-                "does not allow FUSE mounts in user namespaces",
-            ];
-            if policy.iter().any(|p| why.contains(p)) {
-                println!("route refused: {why}");
-            } else {
-                println!("route broken: {why}");
-            }
-        }
+/// The test that answers [`unprivileged_route_refusal`] in its child run.
+const ROUTE_CHECK: &str = "route_check_child";
+
+/// The child side of [`unprivileged_route_refusal`]; a no-op in a normal test run.
+#[test]
+fn route_check_child() {
+    if is_child(ROUTE_CHECK) {
+        answer_route_check();
     }
 }
 
@@ -1192,7 +1140,6 @@ fn zz_role() {
         "nocap" => role_nocap(),
         "orphan" => role_orphan(),
         "no-route" => role_no_route(),
-        "route-check" => role_route_check(),
         "abort" => role_abort(),
         "legacy-mount" => role_legacy_mount(),
         "fork-create" => role_fork_create(),
@@ -1358,27 +1305,56 @@ fn role_orphan() {
     // child (through `go`) once it is gone, and reports the child's answer.
     drop(go_r);
     drop(res_w);
-    // SAFETY: as above; the watcher only waits, writes and reads.
+    // The server's pid, taken here: the watcher must not ask getppid() for it after the
+    // fork, when this process may already have exited (the watcher would then take its new
+    // parent for the server and wait for ever).
+    let server = rustix::process::getpid();
+    // SAFETY: as above; the watcher only waits, polls, writes, reads and kills.
     let watcher = unsafe { libc::fork() };
     assert!(watcher >= 0, "fork failed");
     if watcher == 0 {
-        // Wait for our parent (the server) to exit: getppid changes when it does.
-        let server = rustix::process::getppid();
-        while rustix::process::getppid() == server {
+        let say = |msg: &[u8]| {
+            let _ = rustix::io::write(rustix::stdio::stdout(), msg);
+        };
+        // Wait (boundedly) for our parent, the server, to exit: getppid changes when it does.
+        let mut naps = 0;
+        while rustix::process::getppid() == Some(server) {
+            if naps * 5 >= SAFETY.as_millis() {
+                say(b"orphan: the server process did not exit\n");
+                // SAFETY: killing our own sibling (the forked child) and leaving.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::_exit(1)
+                };
+            }
             nap(5);
+            naps += 1;
         }
         let _ = rustix::io::write(&go_w, b"g");
+        // The child answers at once (ENOTCONN from a dead connection); a ctl that waits on
+        // the vanished server is the bug this role exists to catch, reported well before
+        // the parent's own timeout.
+        let mut fds = [PollFd::new(&res_r, PollFlags::IN)];
+        let answered =
+            rustix::event::poll(&mut fds, Some(&Timespec::try_from(SAFETY / 2).unwrap()))
+                .is_ok_and(|n| n == 1);
         let mut b = [0u8; 1];
-        let answer = match rustix::io::read(&res_r, &mut b) {
-            Ok(1) => b[0],
-            _ => b'?',
+        let answer = match answered.then(|| rustix::io::read(&res_r, &mut b)) {
+            Some(Ok(1)) => b[0],
+            Some(_) => b'?',
+            None => b'w',
         };
         let msg: &[u8] = match answer {
             b'n' => b"orphan ok\n",
             b'k' => b"orphan: ctl succeeded with the server gone\n",
+            b'w' => b"orphan: ctl still waits on the server that is gone\n",
             _ => b"orphan: ctl failed with another error\n",
         };
-        let _ = rustix::io::write(rustix::stdio::stdout(), msg);
+        say(msg);
+        if answer == b'w' {
+            // SAFETY: killing our own sibling, stuck in ctl, so that nothing outlives the test.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         // SAFETY: leaving the forked child without running atexit handlers.
         unsafe { libc::_exit(0) };
     }

@@ -218,18 +218,6 @@ pub fn ip_in(ns: &OwnedFd, args: &[&str]) {
     .unwrap();
 }
 
-/// The Internet checksum.
-pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// An IPv4/UDP packet (UDP checksum 0: "none").
 pub fn udp_packet(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
     let total = (20 + 8 + payload.len()) as u16;
@@ -237,7 +225,7 @@ pub fn udp_packet(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) ->
     p[2..4].copy_from_slice(&total.to_be_bytes());
     p.extend_from_slice(&src.0.octets());
     p.extend_from_slice(&dst.0.octets());
-    let sum = checksum(&p);
+    let sum = greenfd_rt::internet_checksum(&p);
     p[10..12].copy_from_slice(&sum.to_be_bytes());
     p.extend_from_slice(&src.1.to_be_bytes());
     p.extend_from_slice(&dst.1.to_be_bytes());

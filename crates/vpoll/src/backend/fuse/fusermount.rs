@@ -20,11 +20,11 @@
 //! the node is not accessible (mode 0600); it refuses `allow_other` unless
 //! `/etc/fuse.conf` has `user_allow_other`, and it is not asked for it.
 
-use super::mount::{Connection, Detach, MountPoint, Root, open_dev};
+use super::mount::{Connection, Detach, MountPoint, Root, open_dev, recv_fds};
 use super::{THIS, unavailable};
 use crate::Result;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -123,54 +123,15 @@ pub(super) fn connect() -> Result<Connection> {
 /// Receives the one fd `fusermount3` sends over `_FUSE_COMMFD`.
 fn receive_fd(sock: &OwnedFd) -> Result<OwnedFd> {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
     let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    loop {
-        // SAFETY: `msg` points at live buffers of the stated sizes. Non-blocking: the
-        // sender has exited, so the message is there or never comes.
-        let n = unsafe {
-            libc::recvmsg(
-                sock.as_raw_fd(),
-                &mut msg,
-                libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
-            )
-        };
-        if n >= 0 {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(unavailable(
+    // Non-blocking: the sender has exited, so the message is there or never comes.
+    let (_, mut passed) =
+        recv_fds(sock, &mut byte, &mut control, libc::MSG_DONTWAIT).map_err(|e| {
+            unavailable(
                 THIS,
                 format!("the fusermount route: no fd from fusermount3: {e}"),
-            ));
-        }
-    }
-    let mut passed = Vec::new();
-    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
-    // `msg_controllen`; SCM_RIGHTS data is an array of fds now owned by this process.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                let len = (*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize;
-                for i in 0..len / std::mem::size_of::<RawFd>() {
-                    passed.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
+            )
+        })?;
     match passed.len() {
         1 => Ok(passed.pop().expect("one fd")),
         n => Err(unavailable(

@@ -13,7 +13,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, UnmountFlags};
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
@@ -450,4 +450,55 @@ fn open_and_detach(mut point: MountPoint) -> Result<OwnedFd> {
     .map_err(|e| unavailable(THIS, format!("cannot open the mount's root: {e}")))?;
     point.remove()?;
     Ok(dir)
+}
+
+/// Receives one message on `sock` (`recvmsg` with `MSG_CMSG_CLOEXEC | flags`, retried on
+/// EINTR): its data into `data`, its ancillary data into `control`. Returns the bytes
+/// received and the fds its `SCM_RIGHTS` messages passed, now owned by this process.
+/// How the fusermount3 and user-namespace routes get their fds from a helper process.
+pub(super) fn recv_fds(
+    sock: &OwnedFd,
+    data: &mut [u8],
+    control: &mut [u64],
+    flags: libc::c_int,
+) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(control);
+    let n = loop {
+        // SAFETY: `msg` points at live buffers of the stated sizes.
+        let n =
+            unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    };
+    let mut passed = Vec::new();
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
+    // `msg_controllen`; SCM_RIGHTS data is an array of fds now owned by this process.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                let len = (*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize;
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    passed.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n, passed))
 }

@@ -24,11 +24,11 @@
 //! the child makes raw system calls only (no allocation, no lock, no Rust I/O); on failure
 //! it reports the failing step and errno over the socket.
 
-use super::mount::{Connection, DEV_FUSE, Root, open_dev};
+use super::mount::{Connection, DEV_FUSE, Root, open_dev, recv_fds};
 use super::{THIS, unavailable};
 use crate::Result;
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// How long the helper may take before it is killed and the route reported broken
@@ -206,48 +206,10 @@ fn receive(sock: &OwnedFd) -> Result<(OwnedFd, OwnedFd)> {
         Err(e) => return Err(unavailable(THIS, format!("poll on the userns helper: {e}"))),
     }
     let mut word = [0u8; 8];
-    let mut iov = libc::iovec {
-        iov_base: word.as_mut_ptr().cast(),
-        iov_len: word.len(),
-    };
     // Room for one SCM_RIGHTS message with two fds (aligned as cmsghdr needs).
     let mut control = [0u64; 8];
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    let n = loop {
-        // SAFETY: `msg` points at live buffers of the stated sizes.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n >= 0 {
-            break n;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(unavailable(
-                THIS,
-                format!("recvmsg from the userns helper: {e}"),
-            ));
-        }
-    };
-    let mut passed: Vec<OwnedFd> = Vec::new();
-    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
-    // `msg_controllen`; SCM_RIGHTS data is an array of fds now owned by this process.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                let len = (*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize;
-                for i in 0..len / std::mem::size_of::<RawFd>() {
-                    passed.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
+    let (n, mut passed) = recv_fds(sock, &mut word, &mut control, 0)
+        .map_err(|e| unavailable(THIS, format!("recvmsg from the userns helper: {e}")))?;
     if n == 0 && passed.is_empty() {
         return Err(unavailable(
             THIS,
