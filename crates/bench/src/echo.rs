@@ -133,7 +133,12 @@ fn load_many(
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < duration {
-        poller.wait(&mut events, Some(Duration::from_millis(100)))?;
+        match poller.wait(&mut events, Some(Duration::from_millis(100))) {
+            Ok(_) => {}
+            // A signal landed in this thread (the process may be traced or profiled).
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
         for ev in events.iter() {
             let (s, got) = &mut streams[ev.token as usize];
             loop {

@@ -333,7 +333,13 @@ impl Ring {
                 self.inflight += 1;
                 return Ok(());
             }
-            self.uring.submit()?;
+            // The queue is full: hand it to the kernel. A signal or pending task work
+            // can interrupt the enter before it consumed anything; just try again.
+            match self.uring.submit() {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 
