@@ -62,33 +62,35 @@ impl Core {
 
     /// Reserves room and appends `bytes` to `id`'s output.
     pub(crate) fn queue_output(&mut self, id: ConnId, bytes: &[u8]) -> Result<(), SendError> {
-        let conn = self.conns.get_mut(id).ok_or(SendError::Closed)?;
-        if bytes.is_empty() {
-            return Ok(());
+        if let Some(conn) = self.reserve_output(id, bytes.len())? {
+            conn.out.push(bytes);
+            self.schedule_flush(id);
         }
-        if conn.closing.is_some() {
-            return Err(SendError::Closed);
-        }
-        self.shared.reserve(id, bytes.len())?;
-        conn.out.push(bytes);
-        self.schedule_flush(id);
         Ok(())
     }
 
     /// Reserves room and appends a shared buffer to `id`'s output (by reference when
     /// it is large).
     pub(crate) fn queue_shared(&mut self, id: ConnId, bytes: Bytes) -> Result<(), SendError> {
+        if let Some(conn) = self.reserve_output(id, bytes.len())? {
+            conn.out.push_shared(bytes);
+            self.schedule_flush(id);
+        }
+        Ok(())
+    }
+
+    /// The connection that may take `len` more bytes of output, with the room reserved;
+    /// `None` when there is nothing to queue. Fails if it is gone, closing, or full.
+    fn reserve_output(&mut self, id: ConnId, len: usize) -> Result<Option<&mut Conn>, SendError> {
         let conn = self.conns.get_mut(id).ok_or(SendError::Closed)?;
-        if bytes.is_empty() {
-            return Ok(());
+        if len == 0 {
+            return Ok(None);
         }
         if conn.closing.is_some() {
             return Err(SendError::Closed);
         }
-        self.shared.reserve(id, bytes.len())?;
-        conn.out.push_shared(bytes);
-        self.schedule_flush(id);
-        Ok(())
+        self.shared.reserve(id, len)?;
+        Ok(Some(conn))
     }
 
     /// Whether parsing more frames of `id` should go on after a callback.

@@ -685,3 +685,15 @@ pub fn is_closed_by_server(s: &mut TcpStream) -> bool {
         }
     }
 }
+
+/// A `sh -c` script (run it inside `unshare -m --propagation private`) that replaces
+/// `/dev/fuse`, in that private mount namespace only, by a copy of the node at mode 0600
+/// on a private tmpfs, then runs its arguments as uid/gid 65534: a user with no FUSE
+/// route, while the real node and every other test stay untouched.
+pub const UNPRIVILEGED_WITHOUT_DEV_FUSE: &str = r#"set -e
+d=$(mktemp -d)
+mount -t tmpfs -o mode=0755 greenfd-test "$d"
+mknod -m 0600 "$d/fuse" c 10 229
+mount --bind "$d/fuse" /dev/fuse
+exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
+"#;

@@ -662,13 +662,7 @@ fn unprivileged_without_dev_fuse_vpoll_create_falls_back_to_the_emulator() {
     let fork = build_program(prefix, "cc", "fork_demo.c", Link::Shared);
     // /dev/fuse becomes, in a private mount namespace only, a copy of the node at mode
     // 0600 on a private tmpfs; the real node and other tests are untouched.
-    let script = r#"set -e
-d=$(mktemp -d)
-mount -t tmpfs -o mode=0755 greenfd-test "$d"
-mknod -m 0600 "$d/fuse" c 10 229
-mount --bind "$d/fuse" /dev/fuse
-exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
-"#;
+    let script = greenfd_test_support::UNPRIVILEGED_WITHOUT_DEV_FUSE;
     let out = run_as_any_user(
         prefix,
         &fork,

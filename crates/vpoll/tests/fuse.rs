@@ -1055,13 +1055,7 @@ fn unprivileged_without_an_accessible_dev_fuse_every_route_says_why() {
     let current = std::env::current_exe().unwrap();
     let dir = greenfd_test_support::copies_for_any_user(&[&current]).unwrap();
     let exe = dir.join(current.file_name().unwrap());
-    let script = r#"set -e
-d=$(mktemp -d)
-mount -t tmpfs -o mode=0755 greenfd-test "$d"
-mknod -m 0600 "$d/fuse" c 10 229
-mount --bind "$d/fuse" /dev/fuse
-exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"
-"#;
+    let script = greenfd_test_support::UNPRIVILEGED_WITHOUT_DEV_FUSE;
     let mut child = Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
         .arg(&exe)
