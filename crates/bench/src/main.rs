@@ -54,6 +54,23 @@ enum Command {
     /// Serve a bench peer (the tokio echo server) in this process; used by `memory`.
     #[command(hide = true)]
     Peer(PeerArgs),
+    /// Drive an echo server with the bench's load client and print round trips per
+    /// second (for profiling a server by hand, e.g. under `perf` or `taskset`).
+    #[command(hide = true)]
+    Load(LoadArgs),
+}
+
+/// Options of the hidden `greenfd-bench load`.
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// The echo server's address.
+    addr: std::net::SocketAddr,
+    /// Connections, each with one 64 B message in flight.
+    #[arg(long, default_value_t = 100)]
+    conns: usize,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
 }
 
 /// Options of the hidden `greenfd-bench peer`.
@@ -94,6 +111,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Peer(a)) => greenfd_bench::memory::raise_nofile()
             .and_then(|_| greenfd_bench::echo::serve_tokio_echo(a.addr))
             .map_err(|e| format!("peer {}: {e}", a.peer).into()),
+        Some(Command::Load(a)) => load(a),
         None => run(cli.args),
     };
     match result {
@@ -103,6 +121,20 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Runs the load client against `a.addr` and prints its rate.
+fn load(a: LoadArgs) -> CliResult {
+    greenfd_bench::memory::raise_nofile()?;
+    let secs = std::time::Duration::try_from_secs_f64(a.secs)
+        .map_err(|e| format!("--secs {}: {e}", a.secs))?;
+    let rate = greenfd_bench::echo::load(a.addr, a.conns.max(1), 64, secs)
+        .map_err(|e| format!("load {}: {e}", a.addr))?;
+    println!(
+        "{rate:.0} round trips/s ({} connections, 64 B)",
+        a.conns.max(1)
+    );
+    Ok(())
 }
 
 /// The `greenfd` binary to measure: `--greenfd`, else the one beside this binary.

@@ -30,9 +30,10 @@ pub struct Config {
     pub nodelay: bool,
     /// While accepting is paused for lack of fds, how often to retry.
     pub accept_retry: Duration,
-    /// Opt-in spin-before-park: poll without blocking for up to this long before
-    /// `epoll_wait` sleeps (zero, the default, never spins). Trades a CPU for latency
-    /// where a wake-up is expensive (cross-CPU in a VM: ~25 µs).
+    /// Opt-in spin-before-park: poll without blocking for up to this long before the
+    /// driver sleeps (zero, the default, never spins), yielding the CPU between polls
+    /// to any thread that wants it. Trades a CPU for latency where a wake-up is
+    /// expensive (cross-CPU in a VM: ~25 µs).
     pub busy_poll: Duration,
     /// The I/O driver ([`IoDriver::Auto`]: io_uring when the kernel has it).
     pub io: IoDriver,
@@ -54,4 +55,11 @@ impl Default for Config {
             io: IoDriver::Auto,
         }
     }
+}
+
+/// One step of a busy poll between two non-blocking polls: gives the CPU to any other
+/// runnable thread on it (the peer we are waiting for may be one: with both on one
+/// CPU a plain spin would only delay it), and costs one cheap syscall otherwise.
+pub(crate) fn spin_pause() {
+    rustix::thread::sched_yield();
 }

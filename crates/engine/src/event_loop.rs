@@ -229,7 +229,7 @@ impl<F: Framing, H: Handler> Engine<F, H> {
                 let rest = timeout.map(|t| t.saturating_sub(spun));
                 return poller.wait(events, rest);
             }
-            std::hint::spin_loop();
+            crate::config::spin_pause();
         }
     }
 

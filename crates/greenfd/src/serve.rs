@@ -40,8 +40,9 @@ pub struct Args {
     /// a client that pipelines without reading stalls itself, not the server's memory.
     #[arg(long, default_value_t = 8 << 20)]
     pause_output: usize,
-    /// Spin this many microseconds polling before each blocking epoll_wait (0: never):
-    /// lower latency at one connection, at the cost of a busy CPU while idle-ish.
+    /// Spin this many microseconds polling (yielding the CPU between polls) before each
+    /// blocking wait (0: never): lower latency at one connection when the client runs
+    /// on another CPU, at the cost of a busy CPU while idle-ish.
     #[arg(long, default_value_t = 0, value_name = "US")]
     busy_poll_us: u64,
     /// I/O driver: `uring` (io_uring: multishot accept and recv, sends batched into one

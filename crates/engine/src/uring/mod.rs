@@ -254,7 +254,7 @@ impl Driver {
                     .ring
                     .submit_and_wait(timeout.map(|t| t.saturating_sub(spun)));
             }
-            std::hint::spin_loop();
+            crate::config::spin_pause();
         }
     }
 
