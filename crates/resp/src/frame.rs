@@ -588,33 +588,8 @@ pub(crate) fn format_double(f: f64) -> String {
 mod tests {
     use super::*;
     use greenfd_engine::split_frames;
+    use greenfd_test_support::reassemble_frames;
     use proptest::prelude::*;
-
-    /// Feeds `stream` to the RESP framing in pieces cut at `cuts`, as the engine does
-    /// (leftover bytes kept with their parse state, new bytes appended), and returns
-    /// each request's arguments.
-    fn reassemble(stream: &[u8], cuts: &[usize]) -> Vec<Vec<Vec<u8>>> {
-        let framing = Resp::default();
-        let mut points: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
-        points.push(stream.len());
-        points.sort_unstable();
-        let mut pending = Vec::new();
-        let mut state = ParseState::default();
-        let mut requests = Vec::new();
-        let mut from = 0;
-        for to in points {
-            pending.extend_from_slice(&stream[from..to]);
-            from = to;
-            let used = split_frames(&framing, &mut state, &pending, |f| {
-                requests.push(f.parts().map(<[u8]>::to_vec).collect());
-                true
-            })
-            .unwrap();
-            pending.drain(..used);
-        }
-        assert!(pending.is_empty(), "leftover bytes: {pending:?}");
-        requests
-    }
 
     proptest! {
         #[test]
@@ -636,7 +611,7 @@ mod tests {
                     want.push(line.split(' ').map(|s| s.as_bytes().to_vec()).collect());
                 }
             }
-            prop_assert_eq!(reassemble(&stream, &cuts), want.clone());
+            prop_assert_eq!(reassemble_frames(&Resp::default(), &stream, &cuts), want.clone());
             // command_args agrees with the resumable parse on each whole request.
             let mut whole = Vec::new();
             let mut state = ParseState::default();

@@ -4,13 +4,15 @@
 //! test binary as a child process, bounded waits, an epoll set on one fd, a private
 //! network namespace, compiling a C program, finding a tool on `PATH`, the list of
 //! vpoll backends usable on this machine, whether a FUSE route works for an unprivileged
-//! user (or the system refuses it by policy), an engine running on its own thread. They
-//! live here once.
+//! user (or the system refuses it by policy), an engine running on its own thread, a
+//! framing fed in arbitrary pieces. They live here once.
 //!
 //! Every wait is bounded: a bug fails the test with a message instead of hanging it.
 
 pub use greenfd_engine::IoDriver;
-use greenfd_engine::{Config, Engine, EngineError, EngineHandle, Framing, Handler};
+use greenfd_engine::{
+    Config, Engine, EngineError, EngineHandle, Framing, Handler, ParseState, split_frames,
+};
 use greenfd_vpoll::Backend;
 use rustix::event::epoll;
 use std::ffi::OsStr;
@@ -601,6 +603,39 @@ impl Drop for Running {
             let _ = t.join();
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Framings fed in pieces.
+
+/// Feeds `stream` to `framing` in pieces cut at `cuts` (each taken modulo the stream's
+/// length plus one, so any `usize` is a valid cut), as the engine does: leftover bytes
+/// stay with their parse state and new bytes are appended. Returns each frame's parts,
+/// in order; panics if a piece is rejected or bytes are left over at the end.
+pub fn reassemble_frames<F: Framing>(
+    framing: &F,
+    stream: &[u8],
+    cuts: &[usize],
+) -> Vec<Vec<Vec<u8>>> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+    points.push(stream.len());
+    points.sort_unstable();
+    let mut pending = Vec::new();
+    let mut state = ParseState::default();
+    let mut frames = Vec::new();
+    let mut from = 0;
+    for to in points {
+        pending.extend_from_slice(&stream[from..to]);
+        from = to;
+        let used = split_frames(framing, &mut state, &pending, |f| {
+            frames.push(f.parts().map(<[u8]>::to_vec).collect());
+            true
+        })
+        .unwrap_or_else(|e| panic!("framing rejected the stream: {e}"));
+        pending.drain(..used);
+    }
+    assert!(pending.is_empty(), "leftover bytes: {pending:?}");
+    frames
 }
 
 // ---------------------------------------------------------------------------------------
