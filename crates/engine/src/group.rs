@@ -1,10 +1,17 @@
 //! Thread-per-core scale-out: N engines on N threads sharing one port through
 //! `SO_REUSEPORT`, so the kernel spreads incoming connections across them and no lock
 //! or queue is shared between the loops.
+//!
+//! The group also says when an engine stops on its own (an error, a panic): its
+//! [`Group::stopped_fd`] becomes readable, so a supervising thread can wait for that and
+//! for its own signals in one blocking `poll`, with no timeout to wake it in between.
 
 use crate::framing::Framing;
 use crate::{Config, Engine, EngineError, EngineHandle, Handler, IoDriver};
+use greenfd_reactor::Waker;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// N running engines on one port.
@@ -18,6 +25,20 @@ pub struct Group {
     local_addr: SocketAddr,
     /// The I/O driver the engines run on.
     io: IoDriver,
+    /// Written by each engine thread as it ends ([`Group::stopped_fd`]).
+    stopped: Arc<Waker>,
+}
+
+/// Wakes the group's stop notifier when an engine thread ends, however it ends: a drop
+/// guard, so a panicking handler is reported too.
+struct NotifyOnExit(Arc<Waker>);
+
+impl Drop for NotifyOnExit {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.wake() {
+            tracing::warn!(error = %e, "cannot report an engine's end");
+        }
+    }
 }
 
 impl Group {
@@ -49,11 +70,16 @@ impl Group {
         let local_addr = bind_addr;
         let io = engines.first().map_or(IoDriver::Epoll, Engine::io_driver);
         let handles: Vec<EngineHandle> = engines.iter().map(Engine::handle).collect();
+        let stopped = Arc::new(Waker::new()?);
         let mut spawned = Vec::with_capacity(threads);
         for (i, engine) in engines.into_iter().enumerate() {
+            let notify = NotifyOnExit(Arc::clone(&stopped));
             let t = std::thread::Builder::new()
                 .name(format!("greenfd-engine-{i}"))
-                .spawn(move || engine.run());
+                .spawn(move || {
+                    let _notify = notify;
+                    engine.run()
+                });
             match t {
                 Ok(t) => spawned.push(t),
                 Err(e) => {
@@ -62,6 +88,7 @@ impl Group {
                         threads: spawned,
                         local_addr,
                         io,
+                        stopped,
                     };
                     if let Err(join_err) = group.shutdown_and_join() {
                         tracing::warn!(error = %join_err, "engine failed while unwinding a spawn error");
@@ -75,6 +102,7 @@ impl Group {
             threads: spawned,
             local_addr,
             io,
+            stopped,
         })
     }
 
@@ -91,6 +119,14 @@ impl Group {
     /// The engines' handles.
     pub fn handles(&self) -> &[EngineHandle] {
         &self.handles
+    }
+
+    /// An eventfd that becomes readable once any engine of the group has stopped, for
+    /// whatever reason: [`Group::shutdown`], an error, or a panic in its handler. It
+    /// stays readable (do not read it); poll it next to other fds to notice an engine
+    /// that died without waking up to check [`EngineHandle::is_stopped`].
+    pub fn stopped_fd(&self) -> BorrowedFd<'_> {
+        self.stopped.as_fd()
     }
 
     /// Asks every engine to stop.

@@ -3,9 +3,10 @@
 //! runs once per I/O driver (`<test>::epoll`, `<test>::uring`: `on_both_drivers!`).
 
 use greenfd_engine::{
-    Config, ConnId, Ctx, DisconnectReason, Echo, Engine, Frame, Framing, Group, Handler,
-    LengthPrefixed, Lines, Raw, SendError,
+    Config, ConnId, Ctx, DisconnectReason, Echo, Engine, EngineError, Frame, Framing, Group,
+    Handler, LengthPrefixed, Lines, Raw, SendError,
 };
+use rustix::event::epoll::EventFlags;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -13,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use greenfd_test_support::{
     CHILD_PATIENCE, IO_ENV, IoDriver, PATIENCE, Running, child_io, child_output, config_on,
-    describe, exhaust_fds, is_child, is_closed_by_server, on_both_drivers, tagged_lines,
-    wait_until,
+    describe, epoll_on, epoll_wait, exhaust_fds, is_child, is_closed_by_server, on_both_drivers,
+    tagged_lines, wait_until,
 };
 
 /// What a [`Recorder`] saw, in order.
@@ -476,6 +477,52 @@ fn group_spreads_connections_over_reuseport_engines(io: IoDriver) {
     group.shutdown_and_join().unwrap();
 }
 
+/// Panics on every message: an engine that dies in its handler.
+struct Panics;
+
+impl Handler for Panics {
+    fn on_message(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, _frame: Frame<'_>) {
+        panic!("handler fails on purpose");
+    }
+}
+
+/// Whether `group`'s stop notifier is readable within `timeout` (zero: right now).
+fn stop_reported(group: &Group, timeout: Duration) -> bool {
+    let ep = epoll_on(group.stopped_fd(), 0, EventFlags::IN);
+    !epoll_wait(&ep, timeout).is_empty()
+}
+
+fn group_stopped_fd_reports_an_engine_that_stops_or_panics(io: IoDriver) {
+    let group = Group::spawn(2, "127.0.0.1:0".parse().unwrap(), config_on(io), |_| {
+        (Lines::default(), Echo)
+    })
+    .unwrap();
+    assert!(!stop_reported(&group, Duration::ZERO));
+    // One engine stops; the other runs on, and the notifier says so at once.
+    group.handles()[1].shutdown();
+    assert!(
+        stop_reported(&group, PATIENCE),
+        "no report of a stopped engine"
+    );
+    assert!(group.handles()[1].is_stopped());
+    assert!(!group.handles()[0].is_stopped());
+    group.shutdown_and_join().unwrap();
+
+    // A handler that panics ends its engine without returning: reported all the same.
+    let group = Group::spawn(1, "127.0.0.1:0".parse().unwrap(), config_on(io), |_| {
+        (Lines::default(), Panics)
+    })
+    .unwrap();
+    let mut client = TcpStream::connect(group.local_addr()).unwrap();
+    assert!(!stop_reported(&group, Duration::ZERO));
+    client.write_all(b"boom\n").unwrap();
+    assert!(
+        stop_reported(&group, PATIENCE),
+        "no report of a panicked engine"
+    );
+    assert!(matches!(group.join(), Err(EngineError::Panicked)));
+}
+
 /// Runs the test `name` of this binary in a child process and returns its stdout line
 /// from `OK` on; panics if the child failed or never said `OK`.
 fn ok_line_of_child(name: &str, io: IoDriver) -> String {
@@ -709,6 +756,7 @@ on_both_drivers!(
     connection_limit_pauses_accept_until_a_connection_closes,
     replies_from_on_disconnect_go_out_without_another_event,
     group_spreads_connections_over_reuseport_engines,
+    group_stopped_fd_reports_an_engine_that_stops_or_panics,
     emfile_pauses_accept_without_spinning_and_recovers,
     epollout_is_registered_only_while_output_is_pending,
     busy_poll_serves_and_stays_bounded_when_idle,

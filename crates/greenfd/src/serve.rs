@@ -1,7 +1,9 @@
 //! `greenfd serve`: the engine as a server — the Redis protocol, echo, or lines.
 //!
 //! SIGINT and SIGTERM are read from a `signalfd` (see [`crate::signals`]) by the main
-//! thread, which then shuts the engines down and exits with status 0.
+//! thread, which then shuts the engines down and exits with status 0. An engine that
+//! ends on its own (an error, a panic) wakes the same blocking `poll` through the
+//! group's stop notifier; the others are stopped and the command fails, saying why.
 
 use crate::CliResult;
 use crate::signals::{read_signal, stop_signal_fd};
@@ -52,24 +54,18 @@ pub struct Args {
     io: IoDriver,
 }
 
-/// Waits until a stop signal arrives (returns its number) or an engine stops on its own.
+/// Waits until a stop signal arrives (returns its number) or an engine stops on its own
+/// (returns `None`). Blocks with no timeout: the group's stop notifier wakes it for an
+/// engine that died, so an idle server's main thread never runs.
 fn wait_for_stop(signals: &OwnedFd, group: &Group) -> std::io::Result<Option<u32>> {
+    use rustix::event::{PollFd, PollFlags};
     loop {
-        let mut fds = [rustix::event::PollFd::new(
-            signals,
-            rustix::event::PollFlags::IN,
-        )];
-        // The timeout only notices an engine that died with an error.
-        let timeout = rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: 500_000_000,
-        };
-        match rustix::event::poll(&mut fds, Some(&timeout)) {
-            Ok(0) => {
-                if group.handles().iter().any(|h| h.is_stopped()) {
-                    return Ok(None);
-                }
-            }
+        let mut fds = [
+            PollFd::new(signals, PollFlags::IN),
+            PollFd::from_borrowed_fd(group.stopped_fd(), PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) if !fds[1].revents().is_empty() => return Ok(None),
             Ok(_) => match read_signal(signals.as_fd()) {
                 Ok(signo) => return Ok(Some(signo)),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -150,9 +146,15 @@ pub fn run(args: Args) -> CliResult {
         )?;
         out.flush()?;
     }
-    let signal = wait_for_stop(&signals, &group)?;
-    if let Some(sig) = signal {
-        tracing::info!(signal = sig, "stopping");
+    match wait_for_stop(&signals, &group)? {
+        Some(sig) => tracing::info!(signal = sig, "stopping"),
+        None => {
+            // An engine ended on its own: stop the others and say why it ended.
+            return match group.shutdown_and_join() {
+                Err(e) => Err(format!("an engine stopped: {e}").into()),
+                Ok(()) => Err("an engine stopped without being asked to".into()),
+            };
+        }
     }
     group.shutdown_and_join()?;
     eprintln!("greenfd serve: stopped");

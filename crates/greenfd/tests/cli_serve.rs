@@ -2,8 +2,8 @@
 //! default suite, redis-py from PyPI) against `--resp`, its replies compared with a real
 //! `redis-server`, replies that cannot exhaust memory, parse work that stays linear
 //! under a trickled request, echo and lines modes, `--threads`, and clean exit on
-//! SIGINT/SIGTERM. Every test runs with `--io epoll` and with `--io uring`
-//! (`<test>::epoll`, `<test>::uring`).
+//! SIGINT/SIGTERM, and a clear failure when an engine dies. Every test but that last
+//! one runs with `--io epoll` and with `--io uring` (`<test>::epoll`, `<test>::uring`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -48,13 +48,13 @@ impl Server {
         Server::spawn(cmd)
     }
 
-    /// Spawns `cmd --addr 127.0.0.1:0` and reads the address it prints.
+    /// Spawns `cmd --addr 127.0.0.1:0` and reads the address it prints (stderr is
+    /// inherited unless `cmd` says otherwise).
     fn spawn(mut cmd: Command) -> Server {
         let mut child = cmd
             .args(["--addr", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn greenfd");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -111,10 +111,16 @@ impl Server {
     }
 
     /// Sends `signal` and waits (with a safety-net timeout) for the exit status.
-    fn stop_with(mut self, signal: rustix::process::Signal) -> ExitStatus {
+    fn stop_with(self, signal: rustix::process::Signal) -> ExitStatus {
+        let pid = rustix::process::Pid::from_child(self.child.as_ref().unwrap());
+        rustix::process::kill_process(pid, signal).unwrap();
+        self.wait_for_exit(&format!("{signal:?}"))
+    }
+
+    /// Waits (with a safety-net timeout) for the server to exit after `what`.
+    fn wait_for_exit(mut self, what: &str) -> ExitStatus {
         let mut child = self.child.take().unwrap();
         let pid = rustix::process::Pid::from_child(&child);
-        rustix::process::kill_process(pid, signal).unwrap();
         let (tx, rx) = mpsc::channel();
         let waiter = std::thread::spawn(move || {
             let status = child.wait();
@@ -122,9 +128,24 @@ impl Server {
             status
         });
         if rx.recv_timeout(PATIENCE).is_err() {
-            // Stuck: kill it by pid (our own child) so the test fails instead of hanging.
+            // Stuck: kill it by pid (our own child) so the test fails instead of hanging,
+            // and its own children first (the server, when the child is strace: a
+            // tracer's death would leave it running).
+            let children = format!("/proc/{0}/task/{0}/children", pid.as_raw_nonzero());
+            for grandchild in std::fs::read_to_string(children)
+                .unwrap_or_default()
+                .split_whitespace()
+            {
+                if let Some(gc) = grandchild
+                    .parse()
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw)
+                {
+                    rustix::process::kill_process(gc, rustix::process::Signal::KILL).ok();
+                }
+            }
             rustix::process::kill_process(pid, rustix::process::Signal::KILL).ok();
-            panic!("greenfd serve did not exit after {signal:?}");
+            panic!("greenfd serve did not exit after {what}");
         }
         waiter.join().unwrap().unwrap()
     }
@@ -291,6 +312,60 @@ fn echo_mode_and_sigterm_with_a_client_connected(io: IoDriver) {
     let mut rest = Vec::new();
     c.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
+}
+
+/// Whether strace can trace (and so inject faults into) a child here: ptrace may be
+/// forbidden in a container; prints why the calling test skips if not.
+fn strace_works() -> bool {
+    if !have("strace") {
+        return false;
+    }
+    let out = greenfd_test_support::run(
+        Command::new("strace").args(["-f", "-qq", "-o", "/dev/null", "true"]),
+        PATIENCE,
+    );
+    if !out.status.success() {
+        eprintln!(
+            "skipped: strace cannot trace here: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    out.status.success()
+}
+
+/// An engine that dies (strace makes its second `epoll_wait` fail with EIO, the first
+/// one having reported the client's connection) ends the whole server at once, with
+/// status 1 and a message saying why, although the main thread waits with no timeout:
+/// the group's stop notifier wakes it. Epoll only, as that is where the fault goes in;
+/// the notifier is the same for both drivers.
+#[test]
+fn an_engine_that_dies_ends_serve_with_its_reason() {
+    if !strace_works() {
+        return;
+    }
+    let epoll_waits = "/^epoll_(p)?wait2?$";
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o", "/dev/null"])
+        .args(["-e", &format!("trace={epoll_waits}")])
+        .args(["-e", &format!("inject={epoll_waits}:error=EIO:when=2+")])
+        .arg(env!("CARGO_BIN_EXE_greenfd"))
+        .args(["serve", "--echo", "--io", "epoll"])
+        .stderr(Stdio::piped());
+    let mut server = Server::spawn(cmd);
+    let mut stderr = server.child.as_mut().unwrap().stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).map(|_| text)
+    });
+    let mut client = server.connect();
+    let status = server.wait_for_exit("its engine failed");
+    let stderr = reader.join().unwrap().unwrap();
+    assert_eq!(status.code(), Some(1), "{status:?}; stderr: {stderr}");
+    assert!(
+        stderr.contains("greenfd: an engine stopped: reactor error: Input/output error"),
+        "{stderr}"
+    );
+    assert!(greenfd_test_support::is_closed_by_server(&mut client));
 }
 
 fn lines_mode_on_two_threads_and_sigint(io: IoDriver) {
