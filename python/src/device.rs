@@ -9,7 +9,7 @@
 //! which never block: `EAGAIN` is raised as `BlockingIOError`.
 
 use crate::error::{closed, invalid, io_error, os_error};
-use greenfd_rt::TunError;
+use greenfd_rt::DeviceError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -43,16 +43,16 @@ pub(crate) struct Device {
 }
 
 /// Maps a device-creation error to the exception Python users expect.
-fn creation_error(e: TunError) -> PyErr {
+fn creation_error(e: DeviceError) -> PyErr {
     match &e {
-        TunError::InvalidName(_) => invalid(e.to_string()),
-        TunError::Open(source) | TunError::Create { source, .. } | TunError::Io { source, .. } => {
-            match source.raw_os_error() {
-                Some(errno) => os_error(errno, e.to_string()),
-                None => io_error("cannot create device", source),
-            }
-        }
-        TunError::Vanished(_) => os_error(libc::EBADFD, e.to_string()),
+        DeviceError::InvalidName(_) => invalid(e.to_string()),
+        DeviceError::Open(source)
+        | DeviceError::Create { source, .. }
+        | DeviceError::Io { source, .. } => match source.raw_os_error() {
+            Some(errno) => os_error(errno, e.to_string()),
+            None => io_error("cannot create device", source),
+        },
+        DeviceError::Vanished(_) => os_error(libc::EBADFD, e.to_string()),
     }
 }
 

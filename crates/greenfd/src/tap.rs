@@ -13,7 +13,7 @@
 
 use crate::CliResult;
 use crate::signals::{read_signal, stop_signal_fd};
-use greenfd_rt::{Async, TapDevice, TunError, block_on, internet_checksum, sleep, spawn};
+use greenfd_rt::{Async, DeviceError, TapDevice, block_on, internet_checksum, sleep, spawn};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -226,7 +226,7 @@ async fn serve_frames(
     tap: &TapDevice,
     plan: &Plan,
     stall: Option<Duration>,
-) -> Result<(), TunError> {
+) -> Result<(), DeviceError> {
     let mut buf = vec![0u8; 65536];
     loop {
         let n = tap.recv(&mut buf).await?;

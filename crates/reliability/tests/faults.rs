@@ -1130,7 +1130,7 @@ fn tap_deleted_while_read_ends_only_its_reader() {
             return;
         }
         greenfd_rt::block_on(async {
-            use greenfd_rt::{TapDevice, TunError, spawn, timeout};
+            use greenfd_rt::{DeviceError, TapDevice, spawn, timeout};
             let doomed = TapDevice::new("rel-doomed").unwrap();
             let alive = TapDevice::new("rel-alive").unwrap();
             ip(&["link", "set", "dev", "rel-doomed", "up"]);
@@ -1149,7 +1149,7 @@ fn tap_deleted_while_read_ends_only_its_reader() {
                 .expect("reader woken")
                 .unwrap();
             assert!(
-                matches!(err, TunError::Vanished(ref n) if n == "rel-doomed"),
+                matches!(err, DeviceError::Vanished(ref n) if n == "rel-doomed"),
                 "{err:?}"
             );
             // The other device: bringing it up makes the kernel send IPv6 link-local

@@ -56,7 +56,7 @@ pub use executor::{
 };
 pub use greenfd_reactor as reactor;
 pub use time::{Elapsed, Sleep, Timeout, sleep, timeout};
-pub use tun::{TapDevice, TunDevice, TunError, internet_checksum};
+pub use tun::{DeviceError, TapDevice, TunDevice, internet_checksum};
 
 /// Compile-time checks: the IO types and their futures cross threads, so they run
 /// inside `tokio::spawn` on a multi-thread runtime.
@@ -67,7 +67,7 @@ fn _assert_kinds() {
     send_sync::<Async<std::os::unix::net::UnixStream>>();
     send_sync::<TapDevice>();
     send_sync::<TunDevice>();
-    send_sync::<TunError>();
+    send_sync::<DeviceError>();
     let (tap, tun): (&TapDevice, &TunDevice) = (unreachable_ref(), unreachable_ref());
     let mut buf = [0u8; 1];
     send(&tap.recv(&mut buf));

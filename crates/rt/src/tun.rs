@@ -4,7 +4,7 @@
 //! (`IFF_NO_PI`: packets carry no extra header; optionally `IFF_MULTI_QUEUE`, so
 //! several fds — queues — serve one interface). Each `recv` returns one packet and each
 //! `send` writes one. When the interface is deleted under us the kernel answers
-//! `EBADFD`, which becomes [`TunError::Vanished`]: only the task serving that device
+//! `EBADFD`, which becomes [`DeviceError::Vanished`]: only the task serving that device
 //! sees an error.
 
 use crate::async_fd::{Async, sys_read, sys_write};
@@ -50,9 +50,9 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// Errors of TUN/TAP devices.
+/// Errors of TUN and TAP devices.
 #[derive(Debug, thiserror::Error)]
-pub enum TunError {
+pub enum DeviceError {
     /// The name does not fit `IFNAMSIZ` or contains NUL.
     #[error("invalid interface name {0:?} (1 to 15 bytes, no NUL)")]
     InvalidName(String),
@@ -82,14 +82,14 @@ pub enum TunError {
     },
 }
 
-impl From<TunError> for io::Error {
-    fn from(e: TunError) -> io::Error {
+impl From<DeviceError> for io::Error {
+    fn from(e: DeviceError) -> io::Error {
         let kind = match &e {
-            TunError::InvalidName(_) => io::ErrorKind::InvalidInput,
-            TunError::Vanished(_) => io::ErrorKind::NotConnected,
-            TunError::Open(s)
-            | TunError::Create { source: s, .. }
-            | TunError::Io { source: s, .. } => s.kind(),
+            DeviceError::InvalidName(_) => io::ErrorKind::InvalidInput,
+            DeviceError::Vanished(_) => io::ErrorKind::NotConnected,
+            DeviceError::Open(s)
+            | DeviceError::Create { source: s, .. }
+            | DeviceError::Io { source: s, .. } => s.kind(),
         };
         io::Error::new(kind, e)
     }
@@ -106,9 +106,9 @@ struct Device {
 
 impl Device {
     /// Opens `/dev/net/tun` and binds it to interface `name` with `kind` flags.
-    fn open(name: &str, kind: libc::c_short, multi_queue: bool) -> Result<Device, TunError> {
+    fn open(name: &str, kind: libc::c_short, multi_queue: bool) -> Result<Device, DeviceError> {
         if name.len() >= IFNAMSIZ || name.as_bytes().contains(&0) {
-            return Err(TunError::InvalidName(name.to_owned()));
+            return Err(DeviceError::InvalidName(name.to_owned()));
         }
         use rustix::fs::{Mode, OFlags};
         let fd = rustix::fs::open(
@@ -116,7 +116,7 @@ impl Device {
             OFlags::RDWR | OFlags::CLOEXEC | OFlags::NONBLOCK,
             Mode::empty(),
         )
-        .map_err(|e| TunError::Open(e.into()))?;
+        .map_err(|e| DeviceError::Open(e.into()))?;
         let mut req = IfReq {
             name: [0; IFNAMSIZ],
             flags: kind | IFF_NO_PI | if multi_queue { IFF_MULTI_QUEUE } else { 0 },
@@ -133,14 +133,14 @@ impl Device {
         // `struct ifreq` the kernel reads and writes (the assigned name) during the call.
         let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) };
         if rc < 0 {
-            return Err(TunError::Create {
+            return Err(DeviceError::Create {
                 name: name.to_owned(),
                 source: io::Error::last_os_error(),
             });
         }
         let len = req.name.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
         let name = String::from_utf8_lossy(&req.name[..len]).into_owned();
-        let io = Async::new(fd).map_err(|source| TunError::Io {
+        let io = Async::new(fd).map_err(|source| DeviceError::Io {
             name: name.clone(),
             source,
         })?;
@@ -148,11 +148,11 @@ impl Device {
     }
 
     /// Maps a syscall error, recognising a deleted interface.
-    fn error(&self, e: io::Error) -> TunError {
+    fn error(&self, e: io::Error) -> DeviceError {
         if e.raw_os_error() == Some(libc::EBADFD) {
-            TunError::Vanished(self.name.clone())
+            DeviceError::Vanished(self.name.clone())
         } else {
-            TunError::Io {
+            DeviceError::Io {
                 name: self.name.clone(),
                 source: e,
             }
@@ -160,7 +160,7 @@ impl Device {
     }
 
     /// Receives one packet into `buf`; returns its length.
-    async fn recv(&self, buf: &mut [u8]) -> Result<usize, TunError> {
+    async fn recv(&self, buf: &mut [u8]) -> Result<usize, DeviceError> {
         self.io
             .read_with(|fd| sys_read(fd.as_fd(), &mut *buf))
             .await
@@ -168,7 +168,7 @@ impl Device {
     }
 
     /// Sends one packet.
-    async fn send(&self, packet: &[u8]) -> Result<usize, TunError> {
+    async fn send(&self, packet: &[u8]) -> Result<usize, DeviceError> {
         self.io
             .write_with(|fd| sys_write(fd.as_fd(), packet))
             .await
@@ -187,12 +187,12 @@ macro_rules! device_type {
 
         impl $ty {
             #[doc = concat!("Creates (or attaches to) the interface `name`; needs `CAP_NET_ADMIN`. An empty name lets the kernel choose.")]
-            pub fn new(name: &str) -> Result<$ty, TunError> {
+            pub fn new(name: &str) -> Result<$ty, DeviceError> {
                 Ok($ty { dev: Device::open(name, $flag, false)? })
             }
 
             /// Opens one queue of a multi-queue interface (call again for more queues).
-            pub fn new_multi_queue(name: &str) -> Result<$ty, TunError> {
+            pub fn new_multi_queue(name: &str) -> Result<$ty, DeviceError> {
                 Ok($ty { dev: Device::open(name, $flag, true)? })
             }
 
@@ -202,12 +202,12 @@ macro_rules! device_type {
             }
 
             #[doc = concat!("Receives one ", $unit, " into `buf`, parking until one arrives.")]
-            pub async fn recv(&self, buf: &mut [u8]) -> Result<usize, TunError> {
+            pub async fn recv(&self, buf: &mut [u8]) -> Result<usize, DeviceError> {
                 self.dev.recv(buf).await
             }
 
             #[doc = concat!("Sends one ", $unit, ".")]
-            pub async fn send(&self, packet: &[u8]) -> Result<usize, TunError> {
+            pub async fn send(&self, packet: &[u8]) -> Result<usize, DeviceError> {
                 self.dev.send(packet).await
             }
         }

@@ -11,7 +11,7 @@
 mod common;
 
 use common::*;
-use greenfd_rt::{Async, TapDevice, TunDevice, TunError};
+use greenfd_rt::{Async, DeviceError, TapDevice, TunDevice};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::{Arc, Mutex};
 
@@ -24,7 +24,7 @@ fn tun_packets_both_ways_then_a_clear_error_when_it_vanishes() {
     }
     assert!(matches!(
         TunDevice::new("a-name-that-is-too-long"),
-        Err(TunError::InvalidName(_))
+        Err(DeviceError::InvalidName(_))
     ));
     let ns = Arc::new(this_netns());
     for (i, rt) in RUNTIMES.into_iter().enumerate() {
@@ -84,7 +84,7 @@ fn tun_packets_both_ways_then_a_clear_error_when_it_vanishes() {
             waiting.await;
             let err = result.lock().unwrap().take().unwrap();
             assert!(
-                matches!(err, TunError::Vanished(ref n) if *n == name),
+                matches!(err, DeviceError::Vanished(ref n) if *n == name),
                 "{err:?}"
             );
         });
@@ -104,7 +104,7 @@ fn multi_queue_tap_opens_several_queues_of_one_interface() {
     // A single-queue open of the same interface is refused: the flags differ.
     assert!(matches!(
         TapDevice::new("gmq0"),
-        Err(TunError::Create { .. })
+        Err(DeviceError::Create { .. })
     ));
 }
 
