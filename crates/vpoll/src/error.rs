@@ -20,10 +20,16 @@ pub enum Error {
     #[error("no vpoll backend available ({0})")]
     NoBackend(String),
     /// `GREENFD_VPOLL_BACKEND` or a parse named no known backend.
-    #[error("unknown vpoll backend {0:?} (expected kernel, device, fuse or emulated)")]
+    #[error(
+        "unknown vpoll backend {0:?} (expected {names})",
+        names = crate::names::one_of(&crate::Backend::NAMES)
+    )]
     UnknownBackend(String),
     /// `GREENFD_VPOLL_FUSE_ROUTE` or a parse named no known FUSE route.
-    #[error("unknown FUSE route {0:?} (expected direct, userns, fusermount or legacy)")]
+    #[error(
+        "unknown FUSE route {0:?} (expected {names})",
+        names = crate::names::one_of(&[&crate::FuseRoute::NAMES[..], &[crate::route::LEGACY]].concat())
+    )]
     UnknownRoute(String),
     /// The descriptor is not a vpoll fd (maps to EBADF in the C ABI).
     #[error("file descriptor is not a vpoll fd")]

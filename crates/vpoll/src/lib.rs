@@ -42,6 +42,7 @@
 mod backend;
 mod error;
 mod events;
+mod names;
 mod route;
 
 pub use error::{Error, Result};
@@ -66,46 +67,20 @@ pub enum Backend {
     Emulated,
 }
 
+names::named_enum! {
+    Backend, "backend", "GREENFD_VPOLL_BACKEND", UnknownBackend;
+    Kernel => "kernel",
+    Device => "device",
+    Fuse => "fuse",
+    Emulated => "emulated",
+}
+
 impl Backend {
-    /// Every backend, in order of preference.
-    pub const ALL: [Backend; 4] = [
-        Backend::Kernel,
-        Backend::Device,
-        Backend::Fuse,
-        Backend::Emulated,
-    ];
-
-    /// The lower-case name used by `GREENFD_VPOLL_BACKEND` and `greenfd probe`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Kernel => "kernel",
-            Backend::Device => "device",
-            Backend::Fuse => "fuse",
-            Backend::Emulated => "emulated",
-        }
-    }
-
     /// Checks whether this backend can be used here; the error says why not. For
     /// [`Backend::Fuse`] this mounts the process's filesystem by the route
     /// `GREENFD_VPOLL_FUSE_ROUTE` forces, or the first that works.
     pub fn probe(self) -> Result<()> {
         backend::probe(self, None)
-    }
-}
-
-impl std::str::FromStr for Backend {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Backend::ALL
-            .into_iter()
-            .find(|b| b.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| Error::UnknownBackend(s.to_owned()))
-    }
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
     }
 }
 

@@ -1,6 +1,6 @@
 //! How the Fuse backend gets its FUSE connection: the three routes, and how one is chosen.
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// Environment variable that forces a FUSE route: `direct`, `userns`, `fusermount`, or
 /// `legacy` (the direct route with the classic `mount(2)` instead of `fsopen`/`fsmount`).
@@ -24,19 +24,18 @@ pub enum FuseRoute {
     Fusermount,
 }
 
+crate::names::named_enum! {
+    FuseRoute, "route", "GREENFD_VPOLL_FUSE_ROUTE", UnknownRoute;
+    Direct => "direct",
+    Userns => "userns",
+    Fusermount => "fusermount",
+}
+
+/// The name `GREENFD_VPOLL_FUSE_ROUTE` also accepts: the direct route, mounted with the
+/// classic `mount(2)` instead of `fsopen`/`fsmount`.
+pub(crate) const LEGACY: &str = "legacy";
+
 impl FuseRoute {
-    /// Every route, in order of preference.
-    pub const ALL: [FuseRoute; 3] = [FuseRoute::Direct, FuseRoute::Userns, FuseRoute::Fusermount];
-
-    /// The lower-case name used by `GREENFD_VPOLL_FUSE_ROUTE` and `greenfd probe`.
-    pub fn name(self) -> &'static str {
-        match self {
-            FuseRoute::Direct => "direct",
-            FuseRoute::Userns => "userns",
-            FuseRoute::Fusermount => "fusermount",
-        }
-    }
-
     /// Position in [`FuseRoute::ALL`].
     pub(crate) fn index(self) -> usize {
         self as usize
@@ -47,22 +46,6 @@ impl FuseRoute {
     /// computed once per process.
     pub fn probe(self) -> Result<()> {
         crate::backend::probe_route(self)
-    }
-}
-
-impl std::str::FromStr for FuseRoute {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        FuseRoute::ALL
-            .into_iter()
-            .find(|r| r.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| Error::UnknownRoute(s.to_owned()))
-    }
-}
-
-impl std::fmt::Display for FuseRoute {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -91,7 +74,7 @@ pub(crate) fn from_env() -> Result<RouteChoice> {
             legacy_mount: false,
         });
     }
-    if v.eq_ignore_ascii_case("legacy") {
+    if v.eq_ignore_ascii_case(LEGACY) {
         return Ok(RouteChoice {
             route: Some(FuseRoute::Direct),
             legacy_mount: true,
@@ -106,6 +89,7 @@ pub(crate) fn from_env() -> Result<RouteChoice> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
 
     #[test]
     fn names_round_trip_and_unknown_names_are_errors() {

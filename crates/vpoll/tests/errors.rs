@@ -5,7 +5,9 @@ mod common;
 
 use common::make;
 use greenfd_test_support::{CHILD_PATIENCE, backends, child_output, is_child};
-use greenfd_vpoll::{BACKEND_ENV, Backend, Builder, Error, Events, Op, ctl_fd, events_fd};
+use greenfd_vpoll::{
+    BACKEND_ENV, Backend, Builder, Error, Events, FuseRoute, Op, ctl_fd, events_fd,
+};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 fn assert_not_vpoll(fd: BorrowedFd<'_>, what: &str) {
@@ -144,21 +146,46 @@ fn emulated_rejects_what_it_cannot_represent_and_changes_nothing() {
     assert_eq!(v.events().unwrap(), Events::IN | Events::RDHUP);
 }
 
+/// Every name in `all` parses back (in any case, with white space around it) and
+/// displays as itself.
+fn names_round_trip<T>(all: &[T])
+where
+    T: std::str::FromStr<Err = Error> + std::fmt::Display + std::fmt::Debug + Copy + PartialEq,
+{
+    for &v in all {
+        let name = v.to_string();
+        assert_eq!(name.parse::<T>().unwrap(), v);
+        assert_eq!(name.to_uppercase().parse::<T>().unwrap(), v);
+        assert_eq!(format!(" {name}\n").parse::<T>().unwrap(), v);
+    }
+}
+
 #[test]
-fn unknown_backend_names_fail_clearly() {
+fn unknown_backend_and_route_names_fail_clearly() {
+    names_round_trip(&Backend::ALL);
     let e = "bogus".parse::<Backend>().expect_err("bogus");
     assert!(
         matches!(&e, Error::UnknownBackend(n) if n == "bogus"),
         "{e:?}"
     );
-    assert!(
-        e.to_string()
-            .contains("expected kernel, device, fuse or emulated")
+    assert_eq!(
+        e.to_string(),
+        "unknown vpoll backend \"bogus\" (expected kernel, device, fuse or emulated)"
     );
-    for b in Backend::ALL {
-        assert_eq!(b.name().parse::<Backend>().unwrap(), b);
-        assert_eq!(b.name().to_uppercase().parse::<Backend>().unwrap(), b);
-    }
+
+    names_round_trip(&FuseRoute::ALL);
+    let e = "mount".parse::<FuseRoute>().expect_err("mount");
+    assert!(
+        matches!(&e, Error::UnknownRoute(n) if n == "mount"),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "unknown FUSE route \"mount\" (expected direct, userns, fusermount or legacy)"
+    );
+    // `legacy` is a value of GREENFD_VPOLL_FUSE_ROUTE (the direct route mounted the old
+    // way), not a route of its own.
+    assert!("legacy".parse::<FuseRoute>().is_err());
 }
 
 #[test]
