@@ -3,29 +3,29 @@
 # client on another, samples the server with `perf`, and splits its time into the TCP/IP
 # stack, io_uring, epoll, the scheduler, memory and user space (by the sampled function).
 #
-#   scripts/profile-echo.sh [--conns N] [--secs S] [uring|epoll|tokio ...]
+#   scripts/profile-echo.sh [--conns N] [--secs S] [--bin DIR] [uring|epoll|tokio ...]
 #
-# Needs perf (Debian: linux-perf) and release builds of `greenfd` and `greenfd-bench`
-# (`cargo build --release -p greenfd -p greenfd-bench`). Default: all three servers,
-# 100 connections, 5 s each.
+# Needs perf (Debian: linux-perf) and builds of `greenfd` and `greenfd-bench` in DIR
+# (default target/release: `cargo build --release -p greenfd -p greenfd-bench`).
+# Default: all three servers, 100 connections, 5 s each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-conns=100 secs=5 servers=()
+conns=100 secs=5 bin=target/release servers=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --conns) conns=$2; shift 2 ;;
     --secs) secs=$2; shift 2 ;;
+    --bin) bin=$2; shift 2 ;;
     uring|epoll|tokio) servers+=("$1"); shift ;;
-    -h|--help) sed -n '2,9p' "$0" | cut -c3-; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0" | cut -c3-; exit 0 ;;
     *) echo "profile-echo: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 [ ${#servers[@]} -gt 0 ] || servers=(uring epoll tokio)
 
-bin=target/release
 for b in greenfd greenfd-bench; do
-  [ -x "$bin/$b" ] || { echo "profile-echo: $bin/$b missing: cargo build --release -p $b" >&2; exit 1; }
+  [ -x "$bin/$b" ] || { echo "profile-echo: $bin/$b missing (cargo build --release -p $b, or --bin DIR)" >&2; exit 1; }
 done
 command -v perf >/dev/null || { echo "profile-echo: perf not found (Debian: apt install linux-perf)" >&2; exit 1; }
 cpus=$(nproc)
@@ -74,7 +74,7 @@ for s in "${servers[@]}"; do
       {
         pct = $1; sub(/%/, "", pct); sym = $NF; dso = $2
         if ($3 == "[.]") cat = "user"
-        else if (sym ~ /^(__)?(io_|io_uring)/) cat = "io_uring"
+        else if (sym ~ /^(__)?io_/ && sym !~ /^io_schedule/) cat = "io_uring"
         else if (sym ~ /^(__)?(ep_|do_epoll|epoll)/) cat = "epoll"
         else if (sym ~ /(tcp|^(__)?ip_|^(__)?inet|^(__)?sk_|skb|^(__)?sock|loopback|netif|backlog|^(__)?dev_|bbr|napi|eth_|nf_|raw_v4|__x64_sys_(send|recv)|^(__)?sys_(send|recv))/) cat = "tcpip"
         else if (sym ~ /(sched|switch|schedule|^(__)?wake|enqueue|dequeue|pick_next|update_curr|hrtimer|_raw_spin)/) cat = "sched"

@@ -94,7 +94,8 @@ struct Args {
     /// [default: `greenfd` beside this binary, e.g. target/release/greenfd].
     #[arg(long, value_name = "PATH")]
     greenfd: Option<PathBuf>,
-    /// A short smoke run (well under a minute for `all`): fewer, shorter samples.
+    /// A short smoke run (about a minute for `all`; the full plan takes ~25): fewer,
+    /// shorter samples.
     #[arg(long)]
     quick: bool,
     /// Where to write the JSON report.

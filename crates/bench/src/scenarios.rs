@@ -29,7 +29,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The full plan (minutes) or the quick smoke plan (well under a minute).
+    /// The full plan (~25 minutes for `all`) or the quick smoke plan (about one).
     pub fn new(quick: bool) -> Plan {
         if quick {
             Plan {
