@@ -1,7 +1,7 @@
 //! The tunables of one engine.
 
 use crate::driver::IoDriver;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Tunables of one engine.
 #[derive(Clone, Debug)]
@@ -57,9 +57,36 @@ impl Default for Config {
     }
 }
 
-/// One step of a busy poll between two non-blocking polls: gives the CPU to any other
-/// runnable thread on it (the peer we are waiting for may be one: with both on one
-/// CPU a plain spin would only delay it), and costs one cheap syscall otherwise.
-pub(crate) fn spin_pause() {
-    rustix::thread::sched_yield();
+/// The spin-before-park policy of one wait ([`Config::busy_poll`]), shared by both
+/// drivers: look without blocking until something is ready or the budget is spent,
+/// yielding the CPU between looks, then block for what is left of the timeout.
+pub(crate) struct BusyPoll {
+    /// When the first look was made.
+    start: Instant,
+    /// How long to keep looking.
+    budget: Duration,
+}
+
+impl BusyPoll {
+    /// The policy for a wait of at most `timeout`, or `None` to block at once (no
+    /// budget, or a zero timeout that would not block anyway).
+    pub(crate) fn start(budget: Duration, timeout: Option<Duration>) -> Option<BusyPoll> {
+        (!budget.is_zero() && timeout != Some(Duration::ZERO)).then(|| BusyPoll {
+            start: Instant::now(),
+            budget,
+        })
+    }
+
+    /// After a look that found nothing: `None` to look again, having given the CPU to
+    /// any other runnable thread on it (the peer we wait for may be one: with both on
+    /// one CPU a plain spin only delays it); once the budget is spent, the rest of
+    /// `timeout` for the blocking wait.
+    pub(crate) fn spent(&self, timeout: Option<Duration>) -> Option<Option<Duration>> {
+        let spun = self.start.elapsed();
+        if spun >= self.budget {
+            return Some(timeout.map(|t| t.saturating_sub(spun)));
+        }
+        rustix::thread::sched_yield();
+        None
+    }
 }

@@ -44,7 +44,7 @@
 //! one of its own connections closes, or after [`Config::accept_retry`] (for fds freed
 //! elsewhere in the process). The pending clients are then served, not dropped.
 
-use crate::config::Config;
+use crate::config::{BusyPoll, Config};
 use crate::conn::{ConnId, ConnTable};
 use crate::driver::IoDriver;
 use crate::error::{DisconnectReason, EngineError};
@@ -215,21 +215,17 @@ impl<F: Framing, H: Handler> Engine<F, H> {
     /// sleep/wake-up, which in a VM costs far more than the polls.
     fn wait(&self, events: &mut EventBuffer, timeout: Option<Duration>) -> io::Result<usize> {
         let poller = &self.core.poller;
-        if self.config.busy_poll.is_zero() || timeout == Some(Duration::ZERO) {
+        let Some(spin) = BusyPoll::start(self.config.busy_poll, timeout) else {
             return poller.wait(events, timeout);
-        }
-        let start = Instant::now();
+        };
         loop {
             let n = poller.wait(events, Some(Duration::ZERO))?;
             if n > 0 {
                 return Ok(n);
             }
-            let spun = start.elapsed();
-            if spun >= self.config.busy_poll {
-                let rest = timeout.map(|t| t.saturating_sub(spun));
+            if let Some(rest) = spin.spent(timeout) {
                 return poller.wait(events, rest);
             }
-            crate::config::spin_pause();
         }
     }
 

@@ -59,6 +59,7 @@
 #[allow(unsafe_code)]
 mod ring;
 
+use crate::config::BusyPoll;
 use crate::conn::ConnId;
 use crate::driver::IoDriver;
 use crate::error::{DisconnectReason, EngineError, io_reason};
@@ -257,22 +258,17 @@ impl Driver {
 
     /// Submits and waits, spinning first for up to `busy_poll` when it would block.
     fn wait(&mut self, busy_poll: Duration, timeout: Option<Duration>) -> io::Result<()> {
-        if busy_poll.is_zero() || timeout == Some(Duration::ZERO) {
+        let Some(spin) = BusyPoll::start(busy_poll, timeout) else {
             return self.ring.submit_and_wait(timeout);
-        }
-        let start = Instant::now();
+        };
         loop {
             self.ring.submit_and_wait(Some(Duration::ZERO))?;
             if self.ring.ready() {
                 return Ok(());
             }
-            let spun = start.elapsed();
-            if spun >= busy_poll {
-                return self
-                    .ring
-                    .submit_and_wait(timeout.map(|t| t.saturating_sub(spun)));
+            if let Some(rest) = spin.spent(timeout) {
+                return self.ring.submit_and_wait(rest);
             }
-            crate::config::spin_pause();
         }
     }
 
