@@ -14,9 +14,9 @@ cd "$(dirname "$0")/.."
 conns=100 secs=5 bin=target/release servers=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --conns) conns=$2; shift 2 ;;
-    --secs) secs=$2; shift 2 ;;
-    --bin) bin=$2; shift 2 ;;
+    --conns) conns=${2:?--conns needs a number}; shift 2 ;;
+    --secs) secs=${2:?--secs needs a number}; shift 2 ;;
+    --bin) bin=${2:?--bin needs a directory}; shift 2 ;;
     uring|epoll|tokio) servers+=("$1"); shift ;;
     -h|--help) sed -n '2,10p' "$0" | cut -c3-; exit 0 ;;
     *) echo "profile-echo: unknown argument '$1' (see --help)" >&2; exit 2 ;;
