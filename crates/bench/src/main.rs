@@ -129,12 +129,10 @@ fn load(a: LoadArgs) -> CliResult {
     greenfd_bench::memory::raise_nofile()?;
     let secs = std::time::Duration::try_from_secs_f64(a.secs)
         .map_err(|e| format!("--secs {}: {e}", a.secs))?;
-    let rate = greenfd_bench::echo::load(a.addr, a.conns.max(1), 64, secs)
+    let conns = a.conns.max(1);
+    let rate = greenfd_bench::echo::load(a.addr, conns, 64, secs)
         .map_err(|e| format!("load {}: {e}", a.addr))?;
-    println!(
-        "{rate:.0} round trips/s ({} connections, 64 B)",
-        a.conns.max(1)
-    );
+    println!("{rate:.0} round trips/s ({conns} connections, 64 B)");
     Ok(())
 }
 
